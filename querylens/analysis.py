@@ -1,0 +1,229 @@
+"""Analysis: from captured queries to duplicates, N+1 groups and fixes.
+
+Runs once per request, after the response is built, never per query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import os
+import re
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from types import CodeType
+from typing import Any
+
+from querylens.capture import RawFrame, RawQuery, Recorder, Segment
+from querylens.fingerprint import fingerprint, is_transaction_control, statement_kind
+from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
+
+#: Django's ``QuerySet.get()`` fetches at most this many rows.
+_GET_LIMIT = re.compile(r"\bLIMIT\s+21\s*$", re.IGNORECASE)
+_COUNT = re.compile(r"^\s*SELECT\s+COUNT\(\*\)", re.IGNORECASE)
+_MAX_PARAM_LENGTH = 1000
+
+
+def build_record(
+    recorder: Recorder,
+    *,
+    request_id: str,
+    method: str,
+    path: str,
+    view: str | None,
+    status: int | None,
+    started_at: dt.datetime,
+    duration_ms: float,
+    threshold: int,
+    record_params: bool,
+) -> RequestRecord:
+    """Analyse a recorder's queries into a ``RequestRecord``."""
+    raw = list(recorder.queries)
+    queries = [_query_record(index, query, record_params) for index, query in enumerate(raw)]
+    duplicates = duplicate_groups(raw, queries)
+    groups = n_plus_one_groups(raw, queries, threshold)
+    return RequestRecord(
+        id=request_id,
+        method=method,
+        path=path,
+        view=view,
+        status=status,
+        started_at=started_at,
+        duration_ms=round(duration_ms, 3),
+        db_time_ms=round(recorder.db_time * 1000, 3),
+        query_count=recorder.count,
+        duplicate_count=sum(group.count - 1 for group in duplicates),
+        queries=queries,
+        duplicates=duplicates,
+        n_plus_one=groups,
+        truncated=recorder.count - len(raw),
+    )
+
+
+def duplicate_groups(raw: Sequence[RawQuery], queries: Sequence[QueryRecord]) -> list[DuplicateGroup]:
+    """Queries whose alias, SQL and params equal an earlier query's."""
+    seen: dict[tuple[str, str, Any], list[int]] = {}
+    for index, query in enumerate(raw):
+        seen.setdefault((query.alias, query.sql, _params_key(query.params)), []).append(index)
+    return [
+        DuplicateGroup(
+            fingerprint=queries[indexes[0]].fingerprint,
+            count=len(indexes),
+            sql=raw[indexes[0]].sql,
+            query_indexes=indexes,
+        )
+        for indexes in seen.values()
+        if len(indexes) > 1
+    ]
+
+
+def n_plus_one_groups(
+    raw: Sequence[RawQuery], queries: Sequence[QueryRecord], threshold: int
+) -> list[NPlusOneGroup]:
+    """Queries with the same fingerprint from the same user call stack."""
+    buckets: dict[tuple[str, str, tuple[RawFrame, ...]], list[int]] = {}
+    for index, query in enumerate(raw):
+        if is_transaction_control(query.sql):
+            # Savepoints get a new name each time; they are never the user's N+1.
+            continue
+        key = (query.alias, queries[index].fingerprint, query.stack)
+        buckets.setdefault(key, []).append(index)
+    repeated = [indexes for indexes in buckets.values() if len(indexes) >= threshold]
+    relations = {_relation_of(raw, indexes)[0] for indexes in repeated} - {None}
+    groups = []
+    for indexes in repeated:
+        first = raw[indexes[0]]
+        relation, path, weak_via = _relation_of(raw, indexes)
+        if weak_via is not None and weak_via not in relations:
+            # The path guessed a parent loop that is not an N+1 here (it was
+            # a select_related, say): suggest the last step alone.
+            path = path[-1:]
+        groups.append(
+            NPlusOneGroup(
+                fingerprint=queries[indexes[0]].fingerprint,
+                count=len(indexes),
+                total_ms=round(sum(raw[i].duration for i in indexes) * 1000, 3),
+                callsite=queries[indexes[0]].callsite,
+                relation=relation,
+                suggestion=suggestion(first.sql, path),
+                sample_sql=first.sql,
+                query_indexes=indexes,
+            )
+        )
+    return groups
+
+
+def suggestion(sql: str, path: tuple[Segment, ...]) -> str | None:
+    """One line to paste that removes the repetition."""
+    kind = statement_kind(sql)
+    if path:
+        attribute = path[-1][0]
+        if _COUNT.match(sql):
+            return f'annotate(n=Count("{attribute}"))'
+        lookup = "__".join(step for step, _ in path)
+        if all(step_kind == "single" for _, step_kind in path):
+            return f'select_related("{lookup}")'
+        return f'prefetch_related("{lookup}")'
+    if kind in ("select", "with"):
+        if _COUNT.match(sql):
+            return "annotate(n=Count(...))"
+        if _GET_LIMIT.search(sql):
+            return "in_bulk(ids)"
+        return "filter(pk__in=ids)"
+    if kind == "insert":
+        return "bulk_create(objs)"
+    if kind == "update":
+        return "bulk_update(objs, fields)"
+    if kind == "delete":
+        return "filter(pk__in=ids).delete()"
+    return None
+
+
+def _relation_of(
+    raw: Sequence[RawQuery], indexes: Sequence[int]
+) -> tuple[str | None, tuple[Segment, ...], str | None]:
+    """The most common relation among a group's queries."""
+    tagged = [raw[i] for i in indexes if raw[i].relation is not None]
+    if not tagged:
+        return None, (), None
+    relation, _ = Counter(q.relation for q in tagged).most_common(1)[0]
+    first = next(q for q in tagged if q.relation == relation)
+    return relation, first.path, first.weak_via
+
+
+def _query_record(index: int, query: RawQuery, record_params: bool) -> QueryRecord:
+    stack = [_callsite(entry) for entry in query.stack]
+    return QueryRecord(
+        index=index,
+        alias=query.alias,
+        sql=query.sql,
+        params=_json_params(query.params) if record_params else None,
+        duration_ms=round(query.duration * 1000, 3),
+        fingerprint=fingerprint(query.sql),
+        callsite=stack[0] if stack else None,
+        stack=stack,
+        relation=query.relation,
+        start_ms=round(query.start * 1000, 3),
+        many=query.many,
+        error=query.error,
+    )
+
+
+_callsites: dict[RawFrame, CallSite] = {}
+
+
+def _callsite(entry: RawFrame) -> CallSite:
+    site = _callsites.get(entry)
+    if site is None:
+        where, line = entry
+        if isinstance(where, CodeType):
+            site = CallSite(file=relative_path(where.co_filename), line=line, function=where.co_name)
+        else:
+            site = CallSite(file=where, line=line, function=CallSite.TEMPLATE)
+        if len(_callsites) < 50_000:
+            _callsites[entry] = site
+    return site
+
+
+def relative_path(filename: str) -> str:
+    """``filename`` relative to the ``sys.path`` entry it was imported from."""
+    absolute = os.path.abspath(filename)
+    best = ""
+    for entry in sys.path:
+        root = os.path.join(os.path.abspath(entry or os.curdir), "")
+        if absolute.startswith(root) and len(root) > len(best):
+            best = root
+    return absolute[len(best) :] if best else filename
+
+
+def _params_key(params: Any) -> Any:
+    try:
+        hash(params)
+        return params
+    except TypeError:
+        return repr(params)
+
+
+def _json_params(params: Any) -> Any:
+    if params is None:
+        return None
+    if isinstance(params, dict):
+        return {str(key): _json_value(value) for key, value in params.items()}
+    if isinstance(params, (list, tuple)):
+        return [_json_params(p) if isinstance(p, (list, tuple, dict)) else _json_value(p) for p in params]
+    return _json_value(params)
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= _MAX_PARAM_LENGTH else value[:_MAX_PARAM_LENGTH] + "…"
+    if isinstance(value, (dt.datetime, dt.date, dt.time, decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    text = repr(value)
+    return text if len(text) <= _MAX_PARAM_LENGTH else text[:_MAX_PARAM_LENGTH] + "…"

@@ -1,0 +1,379 @@
+"""Capture: the per-request recorder and the database execute wrapper.
+
+This is the hot path. Each query pays for two clock reads, one ContextVar
+lookup and a walk up the frame stack in which every code object is classified
+once and then looked up in a dict. Nothing here formats SQL, parses it,
+fingerprints it or builds a traceback: that happens in ``analysis`` when the
+request ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import sysconfig
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from time import perf_counter
+from types import CodeType, FrameType
+from typing import Any
+
+#: A stack entry as captured: ``(code, line)`` for Python code,
+#: ``(template_name, line)`` for a template node.
+RawFrame = tuple["CodeType | str", int]
+#: One step of the path from a root queryset to a related object:
+#: ``(attribute, kind)`` with kind ``single``, ``multi`` or ``generic``.
+Segment = tuple[str, str]
+
+
+class RawQuery:
+    """A query as captured, before analysis."""
+
+    __slots__ = (
+        "alias",
+        "sql",
+        "params",
+        "many",
+        "start",
+        "duration",
+        "error",
+        "stack",
+        "relation",
+        "path",
+        "weak_via",
+    )
+
+    def __init__(
+        self,
+        alias: str,
+        sql: str,
+        params: Any,
+        many: bool,
+        start: float,
+        duration: float,
+        error: str | None,
+        stack: tuple[RawFrame, ...],
+    ) -> None:
+        self.alias = alias
+        self.sql = sql
+        self.params = params
+        self.many = many
+        self.start = start
+        self.duration = duration
+        self.error = error
+        self.stack = stack
+        #: ``app_label.Model.attribute`` of the lazy load that ran this query.
+        self.relation: str | None = None
+        #: Path from the root queryset to the relation, last segment included.
+        self.path: tuple[Segment, ...] = ()
+        #: When the path is a guess, the relation whose N+1 would confirm it.
+        self.weak_via: str | None = None
+
+
+class Recorder:
+    """Collects the queries of one request (or one ``recording()`` block)."""
+
+    def __init__(
+        self,
+        *,
+        max_queries: int = 1000,
+        stack_depth: int = 30,
+    ) -> None:
+        self.max_queries = max_queries
+        self.stack_depth = stack_depth
+        self.started = perf_counter()
+        self.queries: list[RawQuery] = []
+        #: Every query seen, stored or not.
+        self.count = 0
+        #: Seconds spent in the database, over every query seen.
+        self.db_time = 0.0
+        #: Set for async requests: the task whose coroutines await the ORM.
+        self.task: asyncio.Task[Any] | None = None
+        #: Objects loaded lazily, by id: ``(obj, parent, attribute, kind)``.
+        self.parents: dict[int, tuple[Any, Any, str, str]] = {}
+        #: Cached result of analysis, filled by whoever finishes first.
+        self.record: Any = None
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        alias: str,
+        sql: str,
+        params: Any,
+        many: bool,
+        start: float,
+        duration: float,
+        error: str | None,
+        frame: FrameType | None,
+    ) -> None:
+        with self._lock:
+            self.count += 1
+            self.db_time += duration
+            if len(self.queries) >= self.max_queries:
+                return
+        stack = capture_stack(frame, self.stack_depth, self.task)
+        query = RawQuery(alias, sql, params, many, start - self.started, duration, error, stack)
+        with self._lock:
+            self.queries.append(query)
+
+    def mark(self) -> tuple[int, int]:
+        """Where the recorder stands now, for ``tag_since``."""
+        return self.count, len(self.queries)
+
+    def tag_since(
+        self,
+        mark: tuple[int, int],
+        relation: str,
+        path: tuple[Segment, ...],
+        weak_via: str | None,
+    ) -> bool:
+        """Attribute the queries stored since ``mark`` to a relation.
+
+        Only queries without a relation yet are tagged, so the innermost
+        lazy load wins. Returns whether any query ran since ``mark``.
+        """
+        seen, stored = mark
+        if self.count == seen:
+            return False
+        for query in self.queries[stored:]:
+            if query.relation is None:
+                query.relation = relation
+                query.path = path
+                query.weak_via = weak_via
+        return True
+
+
+_current: ContextVar[Recorder | None] = ContextVar("querylens_recorder", default=None)
+
+
+def current_recorder() -> Recorder | None:
+    """The recorder of the request being handled, if any."""
+    return _current.get()
+
+
+def activate(recorder: Recorder) -> Token[Recorder | None]:
+    return _current.set(recorder)
+
+
+def deactivate(token: Token[Recorder | None]) -> None:
+    _current.reset(token)
+
+
+@contextmanager
+def recording(*, max_queries: int | None = None, stack_depth: int | None = None) -> Iterator[Recorder]:
+    """Record the queries run inside the block.
+
+    When a recorder is already active (inside a request measured by the
+    middleware, say), that one is yielded so queries are never counted twice.
+    """
+    active = _current.get()
+    if active is not None:
+        yield active
+        return
+    from querylens.conf import conf
+
+    install_on_open_connections()
+    recorder = Recorder(
+        max_queries=max_queries if max_queries is not None else conf.MAX_QUERIES_PER_REQUEST,
+        stack_depth=stack_depth if stack_depth is not None else conf.STACK_DEPTH,
+    )
+    try:
+        recorder.task = asyncio.current_task()
+    except RuntimeError:
+        recorder.task = None
+    token = _current.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _current.reset(token)
+
+
+# --- the execute wrapper -----------------------------------------------------
+
+
+def execute_wrapper(
+    execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
+) -> Any:
+    """Installed on every connection; records when a recorder is active."""
+    recorder = _current.get()
+    if recorder is None:
+        return execute(sql, params, many, context)
+    error = None
+    start = perf_counter()
+    try:
+        return execute(sql, params, many, context)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        raise
+    finally:
+        duration = perf_counter() - start
+        recorder.add(
+            context["connection"].alias, sql, params, many, start, duration, error, sys._getframe(1)
+        )
+
+
+def install(connection: Any, **kwargs: Any) -> None:
+    """Add the execute wrapper to a connection once (``connection_created`` receiver)."""
+    wrappers = connection.execute_wrappers
+    if execute_wrapper not in wrappers:
+        # First in the list: ``connection.execute_wrapper()`` pops the last
+        # entry on exit, so appending here could remove someone else's.
+        wrappers.insert(0, execute_wrapper)
+
+
+def install_on_open_connections() -> None:
+    """Install on this thread's connections that exist already."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        install(connection)
+
+
+# --- call sites ----------------------------------------------------------------
+
+_LIBRARY = 0
+_USER = 1
+_TEMPLATE = 2
+#: asgiref's ``SyncToAsync.thread_handler``: below it, a thread runs sync code
+#: on behalf of a coroutine that awaits it.
+_BRIDGE = 3
+
+_kinds: dict[CodeType, int] = {}
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    import asgiref
+    import django
+
+    paths = sysconfig.get_paths()
+    prefixes = {
+        paths.get("stdlib"),
+        paths.get("platstdlib"),
+        paths.get("purelib"),
+        paths.get("platlib"),
+        os.path.dirname(os.__file__),
+        os.path.dirname(django.__file__),
+        os.path.dirname(asgiref.__file__),
+        os.path.dirname(os.path.abspath(__file__)),
+    }
+    for entry in sys.path:
+        if entry.rstrip(os.sep).endswith(("site-packages", "dist-packages")):
+            prefixes.add(entry)
+    return tuple(os.path.join(os.path.abspath(p), "") for p in prefixes if p)
+
+
+_library = _library_prefixes()
+
+
+def _special_codes() -> dict[CodeType, int]:
+    from asgiref.sync import SyncToAsync
+    from django.template.base import Node
+
+    return {
+        Node.render_annotated.__code__: _TEMPLATE,
+        SyncToAsync.thread_handler.__code__: _BRIDGE,
+    }
+
+
+_special: dict[CodeType, int] = {}
+
+
+def _classify(code: CodeType) -> int:
+    if not _special:
+        _special.update(_special_codes())
+    special = _special.get(code)
+    if special is not None:
+        return special
+    filename = code.co_filename
+    if filename.startswith("<") or os.path.abspath(filename).startswith(_library):
+        return _LIBRARY
+    return _USER
+
+
+def capture_stack(
+    frame: FrameType | None, depth: int, task: asyncio.Task[Any] | None = None
+) -> tuple[RawFrame, ...]:
+    """User and template frames from ``frame`` outwards, innermost first.
+
+    When the walk reaches a thread that runs sync code for a coroutine (an
+    ORM call from an async view), the awaiting coroutines' frames are
+    spliced in: the view's ``await`` line is the call site, not the worker
+    thread's frames.
+    """
+    stack: list[RawFrame] = []
+    kinds = _kinds
+    while frame is not None and len(stack) < depth:
+        code = frame.f_code
+        kind = kinds.get(code)
+        if kind is None:
+            kind = kinds[code] = _classify(code)
+        if kind == _USER:
+            stack.append((code, frame.f_lineno))
+        elif kind == _TEMPLATE:
+            node = frame.f_locals.get("self")
+            token = getattr(node, "token", None)
+            origin = getattr(node, "origin", None)
+            if token is not None and origin is not None:
+                stack.append((str(origin.template_name or origin.name), token.lineno))
+        elif kind == _BRIDGE:
+            local = frame.f_locals
+            stack.extend(_awaiting_frames(local.get("loop"), local.get("task_context"), task))
+        frame = frame.f_back
+    return tuple(stack[:depth])
+
+
+def _awaiting_frames(loop: Any, task_context: Any, hint: asyncio.Task[Any] | None) -> list[RawFrame]:
+    """User frames of the coroutine awaiting the sync call identified by ``task_context``.
+
+    ``SyncToAsync.__call__`` passes the same ``task_context`` list to the
+    thread it starts, so its frame tells which coroutine chain we serve.
+    """
+    candidates: list[asyncio.Task[Any]] = [hint] if hint is not None else []
+    if loop is not None:
+        try:
+            candidates.extend(task for task in asyncio.all_tasks(loop) if task is not hint)
+        except RuntimeError:  # the loop's task set changed under us: use the hint
+            pass
+    for task in candidates:
+        frames = _coroutine_frames(task)
+        for position, frame in enumerate(frames):
+            if frame.f_code is _SYNC_TO_ASYNC_CALL and frame.f_locals.get("task_context") is task_context:
+                return _user_frames(reversed(frames[:position]))
+    return []
+
+
+def _coroutine_frames(task: asyncio.Task[Any]) -> list[FrameType]:
+    """Frames of the coroutines ``task`` is awaiting, outermost first."""
+    frames: list[FrameType] = []
+    awaitable: Any = task.get_coro()
+    while awaitable is not None and len(frames) < 200:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return frames
+
+
+def _user_frames(frames: Iterator[FrameType]) -> list[RawFrame]:
+    result: list[RawFrame] = []
+    for frame in frames:
+        code = frame.f_code
+        kind = _kinds.get(code)
+        if kind is None:
+            kind = _kinds[code] = _classify(code)
+        if kind == _USER:
+            result.append((code, frame.f_lineno))
+    return result
+
+
+def _sync_to_async_call() -> CodeType:
+    from asgiref.sync import SyncToAsync
+
+    return SyncToAsync.__call__.__code__
+
+
+_SYNC_TO_ASYNC_CALL = _sync_to_async_call()

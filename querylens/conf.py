@@ -1,0 +1,118 @@
+"""Settings for querylens, read live from ``settings.QUERYLENS``.
+
+Every key has a typed property with its default beside it. Values are read on
+each access so ``override_settings`` works in tests; validation lives in
+``querylens.checks`` so that a bad value is reported once, at start-up, with a
+hint, instead of failing a request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+
+HEADER_POLICIES = ("auto", "staff", "always", "never")
+
+#: Every key querylens understands, with its default.
+DEFAULTS: dict[str, Any] = {
+    "ENABLED": True,
+    "HEADERS": "auto",
+    "RECORD_PARAMS": True,
+    "MAX_QUERIES_PER_REQUEST": 1000,
+    "BUFFER_SIZE": 200,
+    "SAMPLE_RATE": 1.0,
+    "EXCLUDE_PATHS": None,
+    "N_PLUS_ONE_THRESHOLD": 2,
+    "STORAGE": "querylens.storage.MemoryStorage",
+    "CACHE_ALIAS": "default",
+    "CACHE_KEY_PREFIX": "querylens",
+    "CACHE_TIMEOUT": 86400,
+    "EXPLAIN_TIMEOUT_MS": 5000,
+    "STACK_DEPTH": 30,
+}
+
+
+class QueryLensSettings:
+    """Typed, live view of the ``QUERYLENS`` settings dict."""
+
+    @property
+    def _user(self) -> dict[str, Any]:
+        value = getattr(settings, "QUERYLENS", None)
+        # A non-dict is reported by querylens.E001; behave as if unset meanwhile.
+        return value if isinstance(value, dict) else {}
+
+    def _get(self, key: str) -> Any:
+        return self._user.get(key, DEFAULTS[key])
+
+    @property
+    def ENABLED(self) -> bool:
+        return bool(self._get("ENABLED"))
+
+    @property
+    def HEADERS(self) -> str:
+        return str(self._get("HEADERS"))
+
+    @property
+    def RECORD_PARAMS(self) -> bool:
+        return bool(self._get("RECORD_PARAMS"))
+
+    @property
+    def MAX_QUERIES_PER_REQUEST(self) -> int:
+        return int(self._get("MAX_QUERIES_PER_REQUEST"))
+
+    @property
+    def BUFFER_SIZE(self) -> int:
+        return int(self._get("BUFFER_SIZE"))
+
+    @property
+    def SAMPLE_RATE(self) -> float:
+        return float(self._get("SAMPLE_RATE"))
+
+    @property
+    def EXCLUDE_PATHS(self) -> list[str]:
+        """Regexes matched (``re.match``) against ``request.path``.
+
+        ``None``, the default, excludes ``STATIC_URL`` and ``MEDIA_URL`` when
+        they are local paths. querylens's own pages are always excluded.
+        """
+        value = self._get("EXCLUDE_PATHS")
+        if value is not None:
+            return list(value)
+        defaults = []
+        for url in (getattr(settings, "STATIC_URL", None), getattr(settings, "MEDIA_URL", None)):
+            if url and str(url).startswith("/") and str(url) != "/":
+                defaults.append("^" + re.escape(str(url)))
+        return defaults
+
+    @property
+    def N_PLUS_ONE_THRESHOLD(self) -> int:
+        return int(self._get("N_PLUS_ONE_THRESHOLD"))
+
+    @property
+    def STORAGE(self) -> str:
+        return str(self._get("STORAGE"))
+
+    @property
+    def CACHE_ALIAS(self) -> str:
+        return str(self._get("CACHE_ALIAS"))
+
+    @property
+    def CACHE_KEY_PREFIX(self) -> str:
+        return str(self._get("CACHE_KEY_PREFIX"))
+
+    @property
+    def CACHE_TIMEOUT(self) -> int:
+        return int(self._get("CACHE_TIMEOUT"))
+
+    @property
+    def EXPLAIN_TIMEOUT_MS(self) -> int:
+        return int(self._get("EXPLAIN_TIMEOUT_MS"))
+
+    @property
+    def STACK_DEPTH(self) -> int:
+        return int(self._get("STACK_DEPTH"))
+
+
+conf = QueryLensSettings()

@@ -1,0 +1,223 @@
+"""Plain records of what a request did, and their JSON shape.
+
+These dataclasses are the public contract served by the JSON export and
+stored by the ring buffer; ``to_dict()`` gives exactly the shape documented in
+DESIGN.md (plus a few additive keys) and ``from_dict()`` reads it back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """A place in the user's code or templates: ``file:line`` in ``function``.
+
+    For a template, ``file`` is the template name and ``function`` is
+    ``"<template>"``.
+    """
+
+    file: str
+    line: int
+    function: str
+
+    TEMPLATE = "<template>"
+
+    @property
+    def is_template(self) -> bool:
+        return self.function == self.TEMPLATE
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "function": self.function}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> CallSite | None:
+        if not data:
+            return None
+        return cls(file=str(data["file"]), line=int(data["line"]), function=str(data["function"]))
+
+
+@dataclass
+class QueryRecord:
+    """One query of a request."""
+
+    index: int
+    alias: str
+    sql: str
+    params: Any
+    duration_ms: float
+    fingerprint: str
+    callsite: CallSite | None
+    stack: list[CallSite] = field(default_factory=list)
+    relation: str | None = None
+    start_ms: float = 0.0
+    many: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "alias": self.alias,
+            "sql": self.sql,
+            "params": self.params,
+            "duration_ms": self.duration_ms,
+            "fingerprint": self.fingerprint,
+            "callsite": self.callsite.to_dict() if self.callsite else None,
+            "relation": self.relation,
+            "stack": [site.to_dict() for site in self.stack],
+            "start_ms": self.start_ms,
+            "many": self.many,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QueryRecord:
+        return cls(
+            index=int(data["index"]),
+            alias=str(data["alias"]),
+            sql=str(data["sql"]),
+            params=data.get("params"),
+            duration_ms=float(data["duration_ms"]),
+            fingerprint=str(data["fingerprint"]),
+            callsite=CallSite.from_dict(data.get("callsite")),
+            stack=[s for s in map(CallSite.from_dict, data.get("stack") or []) if s is not None],
+            relation=data.get("relation"),
+            start_ms=float(data.get("start_ms") or 0.0),
+            many=bool(data.get("many", False)),
+            error=data.get("error"),
+        )
+
+
+@dataclass
+class DuplicateGroup:
+    """Identical queries (same alias, SQL and params) run more than once."""
+
+    fingerprint: str
+    count: int
+    sql: str
+    query_indexes: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "count": self.count,
+            "sql": self.sql,
+            "query_indexes": list(self.query_indexes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DuplicateGroup:
+        return cls(
+            fingerprint=str(data["fingerprint"]),
+            count=int(data["count"]),
+            sql=str(data["sql"]),
+            query_indexes=[int(i) for i in data.get("query_indexes") or []],
+        )
+
+
+@dataclass
+class NPlusOneGroup:
+    """Queries with one fingerprint repeated from one user call stack."""
+
+    fingerprint: str
+    count: int
+    total_ms: float
+    callsite: CallSite | None
+    relation: str | None
+    suggestion: str | None
+    sample_sql: str
+    query_indexes: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "count": self.count,
+            "total_ms": self.total_ms,
+            "callsite": self.callsite.to_dict() if self.callsite else None,
+            "relation": self.relation,
+            "suggestion": self.suggestion,
+            "sample_sql": self.sample_sql,
+            "query_indexes": list(self.query_indexes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NPlusOneGroup:
+        return cls(
+            fingerprint=str(data["fingerprint"]),
+            count=int(data["count"]),
+            total_ms=float(data["total_ms"]),
+            callsite=CallSite.from_dict(data.get("callsite")),
+            relation=data.get("relation"),
+            suggestion=data.get("suggestion"),
+            sample_sql=str(data["sample_sql"]),
+            query_indexes=[int(i) for i in data.get("query_indexes") or []],
+        )
+
+
+@dataclass
+class RequestRecord:
+    """Everything querylens learnt about one request."""
+
+    id: str
+    method: str
+    path: str
+    view: str | None
+    status: int | None
+    started_at: dt.datetime
+    duration_ms: float
+    db_time_ms: float
+    query_count: int
+    duplicate_count: int
+    queries: list[QueryRecord] = field(default_factory=list)
+    duplicates: list[DuplicateGroup] = field(default_factory=list)
+    n_plus_one: list[NPlusOneGroup] = field(default_factory=list)
+    #: Queries that ran but were not stored (over ``MAX_QUERIES_PER_REQUEST``).
+    truncated: int = 0
+
+    @property
+    def n_plus_one_count(self) -> int:
+        return len(self.n_plus_one)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "method": self.method,
+            "path": self.path,
+            "view": self.view,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "duration_ms": self.duration_ms,
+            "db_time_ms": self.db_time_ms,
+            "query_count": self.query_count,
+            "duplicate_count": self.duplicate_count,
+            "queries": [query.to_dict() for query in self.queries],
+            "duplicates": [group.to_dict() for group in self.duplicates],
+            "n_plus_one": [group.to_dict() for group in self.n_plus_one],
+            "truncated": self.truncated,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        status = data.get("status")
+        return cls(
+            id=str(data["id"]),
+            method=str(data["method"]),
+            path=str(data["path"]),
+            view=data.get("view"),
+            status=int(status) if status is not None else None,
+            started_at=dt.datetime.fromisoformat(str(data["started_at"])),
+            duration_ms=float(data["duration_ms"]),
+            db_time_ms=float(data["db_time_ms"]),
+            query_count=int(data["query_count"]),
+            duplicate_count=int(data["duplicate_count"]),
+            queries=[QueryRecord.from_dict(q) for q in data.get("queries") or []],
+            duplicates=[DuplicateGroup.from_dict(g) for g in data.get("duplicates") or []],
+            n_plus_one=[NPlusOneGroup.from_dict(g) for g in data.get("n_plus_one") or []],
+            truncated=int(data.get("truncated") or 0),
+        )

@@ -1,0 +1,204 @@
+"""Views exercising each kind of N+1 and its clean twin.
+
+Lines that trigger queries carry a ``# line: name`` marker so tests can find
+the expected call site without hard-coding line numbers.
+"""
+
+from __future__ import annotations
+
+from django.db import connection, transaction
+from django.db.models import Count, Prefetch
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from tests.models import Author, Book, Comment, Publisher
+
+
+def _text(values: list[object]) -> HttpResponse:
+    return HttpResponse(", ".join(map(str, values)))
+
+
+def fk_loop(request: HttpRequest) -> HttpResponse:
+    names = []
+    for book in Book.objects.order_by("pk"):
+        names.append(book.author.name)  # line: fk_loop
+    return _text(names)
+
+
+def fk_loop_fixed(request: HttpRequest) -> HttpResponse:
+    return _text([book.author.name for book in Book.objects.select_related("author")])
+
+
+def reverse_fk(request: HttpRequest) -> HttpResponse:
+    titles = []
+    for author in Author.objects.order_by("pk"):
+        titles.extend(book.title for book in author.books.all())  # line: reverse_fk
+    return _text(titles)
+
+
+def reverse_fk_fixed(request: HttpRequest) -> HttpResponse:
+    authors = Author.objects.prefetch_related("books")
+    return _text([book.title for author in authors for book in author.books.all()])
+
+
+def reverse_fk_prefetch_object(request: HttpRequest) -> HttpResponse:
+    authors = Author.objects.prefetch_related(Prefetch("books", queryset=Book.objects.order_by("title")))
+    return _text([book.title for author in authors for book in author.books.all()])
+
+
+def m2m(request: HttpRequest) -> HttpResponse:
+    return _text([tag.name for book in Book.objects.all() for tag in book.tags.all()])  # line: m2m
+
+
+def m2m_fixed(request: HttpRequest) -> HttpResponse:
+    books = Book.objects.prefetch_related("tags")
+    return _text([tag.name for book in books for tag in book.tags.all()])
+
+
+def reverse_m2m(request: HttpRequest) -> HttpResponse:
+    from tests.models import Tag
+
+    return _text([book.title for tag in Tag.objects.all() for book in tag.books.all()])  # line: reverse_m2m
+
+
+def reverse_one_to_one(request: HttpRequest) -> HttpResponse:
+    return _text([author.profile.bio for author in Author.objects.all()])  # line: reverse_o2o
+
+
+def reverse_one_to_one_fixed(request: HttpRequest) -> HttpResponse:
+    return _text([author.profile.bio for author in Author.objects.select_related("profile")])
+
+
+def nested(request: HttpRequest) -> HttpResponse:
+    names = []
+    for author in Author.objects.order_by("pk"):
+        for book in author.books.all():  # line: nested_outer
+            names.append(book.publisher.name)  # line: nested_inner
+    return _text(names)
+
+
+def nested_after_prefetch(request: HttpRequest) -> HttpResponse:
+    names = []
+    for author in Author.objects.prefetch_related("books"):
+        for book in author.books.all():
+            names.append(book.publisher.name)  # line: nested_prefetch
+    return _text(names)
+
+
+def nested_fixed(request: HttpRequest) -> HttpResponse:
+    authors = Author.objects.prefetch_related("books__publisher")
+    return _text([b.publisher.name for a in authors for b in a.books.all()])
+
+
+def chained_forward(request: HttpRequest) -> HttpResponse:
+    return _text([book.author.publisher.name for book in Book.objects.all()])  # line: chained
+
+
+def get_loop(request: HttpRequest) -> HttpResponse:
+    ids = list(Book.objects.values_list("pk", flat=True))
+    return _text([Book.objects.get(pk=pk).title for pk in ids])  # line: get_loop
+
+
+def get_loop_fixed(request: HttpRequest) -> HttpResponse:
+    ids = list(Book.objects.values_list("pk", flat=True))
+    return _text([book.title for book in Book.objects.in_bulk(ids).values()])
+
+
+def count_loop(request: HttpRequest) -> HttpResponse:
+    return _text([author.books.count() for author in Author.objects.all()])  # line: count_loop
+
+
+def count_loop_fixed(request: HttpRequest) -> HttpResponse:
+    return _text([a.n for a in Author.objects.annotate(n=Count("books"))])
+
+
+def generic_fk(request: HttpRequest) -> HttpResponse:
+    return _text([c.content_object.title for c in Comment.objects.all()])  # line: generic_fk
+
+
+def generic_relation(request: HttpRequest) -> HttpResponse:
+    return _text([c.text for b in Book.objects.all() for c in b.comments.all()])  # line: generic_rel
+
+
+def single_lazy_access(request: HttpRequest) -> HttpResponse:
+    book = Book.objects.order_by("pk").first()
+    assert book is not None
+    return _text([book.author.name])
+
+
+def duplicates(request: HttpRequest) -> HttpResponse:
+    first = Publisher.objects.filter(pk=1).count()  # line: dup_first
+    second = Publisher.objects.filter(pk=1).count()  # line: dup_second
+    return _text([first, second])
+
+
+def raw_loop(request: HttpRequest) -> HttpResponse:
+    names = []
+    with connection.cursor() as cursor:
+        for pk in Book.objects.values_list("author_id", flat=True):
+            cursor.execute("SELECT name FROM tests_author WHERE id = %s", [pk])  # line: raw_loop
+            names.append(cursor.fetchone()[0])
+    return _text(names)
+
+
+def executemany(request: HttpRequest) -> HttpResponse:
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "UPDATE tests_tag SET name = %s WHERE id = %s", [("x", 1), ("y", 2)]
+        )  # line: executemany
+    return _text(["ok"])
+
+
+def failing_query(request: HttpRequest) -> HttpResponse:
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")  # line: failing
+    except Exception as exc:
+        return _text([type(exc).__name__])
+    return _text(["unexpected"])
+
+
+def savepoints(request: HttpRequest) -> HttpResponse:
+    # Each inner block creates and releases a savepoint with a new name, from
+    # the same line: statements that must never look like an N+1.
+    with transaction.atomic():
+        for _ in range(3):
+            with transaction.atomic():
+                pass
+        count = Publisher.objects.count()
+    return _text([count])
+
+
+def template_fk(request: HttpRequest) -> HttpResponse:
+    return render(request, "tests/books.html", {"books": Book.objects.order_by("pk")})
+
+
+def template_fk_fixed(request: HttpRequest) -> HttpResponse:
+    return render(request, "tests/books.html", {"books": Book.objects.select_related("author")})
+
+
+def no_queries(request: HttpRequest) -> HttpResponse:
+    return _text(["nothing"])
+
+
+def server_timing(request: HttpRequest) -> HttpResponse:
+    response = _text([Publisher.objects.count()])
+    response["Server-Timing"] = 'app;dur=1.5;desc="view"'
+    return response
+
+
+async def async_get_loop(request: HttpRequest) -> HttpResponse:
+    names = []
+    async for book in Book.objects.order_by("pk"):
+        author = await Author.objects.aget(pk=book.author_id)  # line: async_get
+        names.append(author.name)
+    return _text(names)
+
+
+async def async_fixed(request: HttpRequest) -> HttpResponse:
+    names = [book.author.name async for book in Book.objects.select_related("author")]
+    return _text(names)
+
+
+def json_ok(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"count": Book.objects.count()})
