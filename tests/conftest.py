@@ -122,9 +122,14 @@ def artifacts_dir(pytestconfig: pytest.Config) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """A headless Chromium shared by the whole run."""
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
+    """A headless Chromium, started for this test only.
+
+    Playwright's sync API keeps an asyncio loop running in the main thread
+    until it stops. Shared across tests, that loop would break every later
+    async test and make Django refuse ORM calls, so each test gets its own.
+    """
     problem = chromium_problem()
     if problem is not None:
         message = f"headless Chromium unavailable: {problem}"
@@ -133,13 +138,18 @@ def browser() -> Iterator[Browser]:
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
+    # While that loop runs, Django would take the test's own ORM calls (setup
+    # data, assertions) for calls from async code; they are not.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         # --no-sandbox: Chromium refuses to start its sandbox as root.
         chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
         )
-        yield chromium
-        chromium.close()
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 @pytest.fixture
@@ -156,3 +166,4 @@ def page(
             tab.screenshot(path=artifacts_dir / f"{name}.png", full_page=True)
     finally:
         context.close()
+
