@@ -166,4 +166,3 @@ def page(
             tab.screenshot(path=artifacts_dir / f"{name}.png", full_page=True)
     finally:
         context.close()
-
