@@ -153,8 +153,17 @@ def _relation_of(
     return relation, first.path, first.weak_via
 
 
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
+
+
 def _query_record(index: int, query: RawQuery, record_params: bool) -> QueryRecord:
     stack = [_callsite(entry) for entry in query.stack]
+    for position, site in enumerate(stack[:-1]):
+        outer = stack[position + 1]
+        if site.function in _COMPREHENSIONS and outer.file == site.file:
+            # Python < 3.12 runs a comprehension as a function of its own;
+            # the developer wrote it in the enclosing function.
+            stack[position] = CallSite(site.file, site.line, outer.function)
     return QueryRecord(
         index=index,
         alias=query.alias,

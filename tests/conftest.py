@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import pytest_django
 from django.conf import settings
+from django.db import connections
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -122,6 +124,21 @@ def artifacts_dir(pytestconfig: pytest.Config) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(
+    django_db_setup: None, django_db_blocker: pytest_django.DjangoDbBlocker
+) -> Iterator[None]:
+    """pytest-django's database setup, closing every connection before teardown.
+
+    With QUERYLENS_TEST_DATABASE=postgres, "default" and "postgres" share one
+    test database; PostgreSQL refuses to drop it while the second alias still
+    holds a connection.
+    """
+    yield
+    with django_db_blocker.unblock():
+        connections.close_all()
+
+
 @pytest.fixture
 def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
     """A headless Chromium, started for this test only.
@@ -166,3 +183,25 @@ def page(
             tab.screenshot(path=artifacts_dir / f"{name}.png", full_page=True)
     finally:
         context.close()
+
+
+@pytest.fixture(autouse=True)
+def _empty_querylens_buffer() -> Iterator[None]:
+    """Each test starts with an empty ring buffer."""
+    from querylens.storage import get_storage, reset_storage
+
+    reset_storage()
+    yield
+    try:
+        get_storage().clear()
+    except Exception:
+        pass
+    reset_storage()
+
+
+@pytest.fixture
+def library(db: None) -> list[object]:
+    """Three authors with two books each (six books), tags, profiles, comments."""
+    from tests.factories import make_library
+
+    return make_library()

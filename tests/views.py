@@ -143,9 +143,8 @@ def raw_loop(request: HttpRequest) -> HttpResponse:
 
 def executemany(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
-        cursor.executemany(
-            "UPDATE tests_tag SET name = %s WHERE id = %s", [("x", 1), ("y", 2)]
-        )  # line: executemany
+        sql = "UPDATE tests_tag SET name = %s WHERE id = %s"
+        cursor.executemany(sql, [("x", 1), ("y", 2)])  # line: executemany
     return _text(["ok"])
 
 

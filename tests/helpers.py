@@ -1,0 +1,34 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from querylens.records import RequestRecord
+from querylens.storage import get_storage
+
+VIEWS_FILE = "tests/views.py"
+
+
+def line_of(marker: str, module: Any = None) -> int:
+    """Line number of the ``# line: <marker>`` comment in tests/views.py."""
+    if module is None:
+        from tests import views as module
+    lines, _ = inspect.getsourcelines(module)
+    matches = [n for n, text in enumerate(lines, start=1) if text.rstrip().endswith(f"# line: {marker}")]
+    assert len(matches) == 1, f"marker {marker!r} found {len(matches)} times"
+    return matches[0]
+
+
+def record_of(response: Any) -> RequestRecord:
+    """The stored record of a response that carries querylens headers."""
+    record = get_storage().get(response["X-QueryLens-Request"])
+    assert record is not None, "the request was not stored"
+    return record
+
+
+def latest_record() -> RequestRecord:
+    records = get_storage().recent(1)
+    assert records, "no request was stored"
+    return records[0]
