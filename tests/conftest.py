@@ -183,25 +183,3 @@ def page(
             tab.screenshot(path=artifacts_dir / f"{name}.png", full_page=True)
     finally:
         context.close()
-
-
-@pytest.fixture(autouse=True)
-def _empty_querylens_buffer() -> Iterator[None]:
-    """Each test starts with an empty ring buffer."""
-    from querylens.storage import get_storage, reset_storage
-
-    reset_storage()
-    yield
-    try:
-        get_storage().clear()
-    except Exception:
-        pass
-    reset_storage()
-
-
-@pytest.fixture
-def library(db: None) -> list[object]:
-    """Three authors with two books each (six books), tags, profiles, comments."""
-    from tests.factories import make_library
-
-    return make_library()
