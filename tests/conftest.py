@@ -14,6 +14,7 @@ QUERYLENS_REQUIRE_SERVICES=1 nothing is skipped, so a missing server is an error
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -64,9 +65,7 @@ def chromium_problem(say: Callable[[str], None] = print) -> str | None:
 
 
 def _find_or_install_chromium(say: Callable[[str], None]) -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         return "playwright is not installed (pip install --group test)"
     if CHROMIUM.exists():
         return None
@@ -87,9 +86,7 @@ def _find_or_install_chromium(say: Callable[[str], None]) -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(
-    config: pytest.Config, items: list[pytest.Item]
-) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if REQUIRE_SERVICES:
         return
     missing = _missing_services()
@@ -170,9 +167,7 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(
-    browser: Browser, artifacts_dir: Path, request: pytest.FixtureRequest
-) -> Iterator[Page]:
+def page(browser: Browser, artifacts_dir: Path, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A fresh browser context and page; a failed test leaves a screenshot."""
     context = browser.new_context()
     tab = context.new_page()
@@ -183,3 +178,25 @@ def page(
             tab.screenshot(path=artifacts_dir / f"{name}.png", full_page=True)
     finally:
         context.close()
+
+
+@pytest.fixture(autouse=True)
+def _empty_querylens_buffer() -> Iterator[None]:
+    """Each test starts with an empty ring buffer."""
+    from querylens.storage import get_storage, reset_storage
+
+    reset_storage()
+    yield
+    try:
+        get_storage().clear()
+    except Exception:
+        pass
+    reset_storage()
+
+
+@pytest.fixture
+def library(db: None) -> list[object]:
+    """Three authors with two books each (six books), tags, profiles, comments."""
+    from tests.factories import make_library
+
+    return make_library()

@@ -64,9 +64,7 @@ _wanted = {
     "mariadb": TEST_DATABASE == "mariadb" or _answers(3306),
 }
 if TEST_DATABASE not in {"sqlite", *_wanted}:
-    raise ValueError(
-        f"QUERYLENS_TEST_DATABASE={TEST_DATABASE!r}; use sqlite, postgres or mariadb"
-    )
+    raise ValueError(f"QUERYLENS_TEST_DATABASE={TEST_DATABASE!r}; use sqlite, postgres or mariadb")
 if _wanted["mariadb"]:
     # mysqlclient needs a compiler; PyMySQL is pure Python and stands in for it.
     import pymysql
@@ -79,9 +77,7 @@ DATABASES: dict[str, dict[str, Any]] = {
 }
 DATABASES.update({alias: _servers[alias] for alias, on in _wanted.items() if on})
 
-QUERYLENS_TEST_REDIS_URL: str | None = (
-    "redis://127.0.0.1:6379/15" if _answers(6379) else None
-)
+QUERYLENS_TEST_REDIS_URL: str | None = "redis://127.0.0.1:6379/15" if _answers(6379) else None
 CACHES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
