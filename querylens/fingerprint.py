@@ -9,20 +9,23 @@ Normalisation rules (``normalize``):
   becomes one space and the ends are trimmed. Spacing around ``(``, ``)``
   and ``,`` is made canonical (``f( a ,b )`` -> ``f(a, b)``) so that lists
   written either way compare equal. Spacing around operators is kept as
-  written (collapsed), and one trailing ``;`` is dropped.
+  written (collapsed), and trailing ``;`` are dropped. ``#`` is not taken
+  for a comment: PostgreSQL uses it as an operator.
 * Every literal and placeholder becomes ``?``: single-quoted strings (``''``
-  and backslash escapes, ``E''``/``N''``/``B''``/``X''``/``U&''`` prefixes,
-  unterminated ones run to the end), PostgreSQL ``$tag$ ... $tag$`` strings,
-  numbers (decimals, exponents, ``0x`` hex, and a unary ``-``/``+`` in front
-  of a number), and the placeholders ``%s``, ``%(name)s``, ``?``, ``$1``,
-  ``:name`` (never the ``::`` cast).
+  and backslash escapes, ``E''``/``N''``/``B''``/``X''``/``U&''`` prefixes;
+  an unterminated one runs to the end; ``'\\'`` alone is one whole string,
+  as in Django's ``LIKE %s ESCAPE '\\'`` on SQLite), PostgreSQL
+  ``$tag$ ... $tag$`` strings, numbers (decimals, exponents, ``0x`` hex, and
+  a unary ``-``/``+`` in front of a number), and the placeholders ``%s``,
+  ``%(name)s``, ``?``, ``$1``, ``:name`` (never the ``::`` cast).
 * ``TRUE`` and ``FALSE`` are values, so they become ``?`` too. ``NULL`` is
   kept: ``IS NULL`` is part of a query's shape, not a value.
 * Digits inside identifiers (``t1``, ``"col2"``, ```col3```) are left alone;
   double-quoted and backtick-quoted identifiers are kept verbatim.
 * A fixed set of SQL keywords is upper-cased (a set lookup per word, so
-  ``select`` and ``SELECT`` agree); every other word keeps its case, as does
-  any word right after a ``.`` (it is a qualified name, not a keyword).
+  ``select`` and ``SELECT`` agree); every other word keeps its case (table,
+  column and function names), and so does every part of a qualified name
+  such as ``t.id`` or ``"shop_book"."id"``.
 * ``IN (?, ?, ?)`` (also ``NOT IN``, and lists of row tuples) becomes
   ``IN (...)``; ``VALUES (?, ?), (?, ?)`` becomes ``VALUES (...)``.
   ``NULL`` may appear among the items, and ``DEFAULT`` among ``VALUES`` items.
@@ -36,15 +39,29 @@ import re
 
 __all__ = ["fingerprint", "is_transaction_control", "normalize", "statement_kind"]
 
-# Alternatives are tried in order at each position. Every repetition inside a
-# quoted construct is followed by something that cannot fail (an optional
-# closing quote or end of text), so malformed SQL never backtracks badly.
+# Terminated quoted identifiers, for qualified names only: these may fail to
+# match, so each repetition takes a single character to keep backtracking
+# linear.
+_DQ = r'"(?:[^"]|"")*"'
+_BQ = r"`(?:[^`]|``)*`"
+_PART = rf"(?:{_DQ}|{_BQ}|[^\W\d][\w$]*)"
+
+# One match per token, with the whitespace and comments before it in <gap>
+# (which halves the loop's iterations). Alternatives are tried in order.
+# Inside the stand-alone quoted constructs every repetition is followed by
+# something that cannot fail (an optional closing quote), so malformed SQL
+# never backtracks badly; "." and <end> guarantee that some token matches.
 _TOKEN_RE = re.compile(
-    "|".join(
+    r"(?P<gap>(?:\s+|--[^\n]*|/\*.*?(?:\*/|\Z))*)(?:"
+    + "|".join(
         (
-            r"(?P<space>\s+)",
-            r"(?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))",
-            r"(?P<string>(?:[EeNnBbXx]|[Uu]&)?'(?:[^'\\]+|\\.?|'')*'?)",
+            # "shop_book"."id", t.*, schema.table: one token, kept verbatim;
+            # the bulk of Django's SQL, so this is worth its own branch.
+            rf"(?P<name>{_PART}(?:\.(?:{_PART}|\*))+)",
+            # '\' alone is a whole string: SQLite, PostgreSQL and Oracle read
+            # it so, and Django's SQLite LIKE lookups end in ESCAPE '\'.
+            # Everywhere else a backslash escapes the next character (MySQL).
+            r"(?P<string>'\\'(?!')|(?:[EeNnBbXx]|[Uu]&)?'(?:[^'\\]+|\\.?|'')*'?)",
             r"(?P<dollar>\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?(?:\$(?P=tag)\$|\Z))",
             r"(?P<quoted>\"(?:[^\"]+|\"\")*\"?|`(?:[^`]+|``)*`?)",
             r"(?P<param>%\([^()]*\)s|%s|\?|\$\d+|(?<![\w:]):(?:[A-Za-z_]\w*|\d+))",
@@ -53,30 +70,133 @@ _TOKEN_RE = re.compile(
             r"(?![\w$]))",
             r"(?P<word>\w[\w$]*)",
             r"(?P<other>::|%%|.)",
+            r"(?P<end>\Z)",
         )
-    ),
+    )
+    + ")",
     re.DOTALL,
 )
+_GROUPS = ("name", "string", "dollar", "quoted", "param", "number", "word", "end")
+_NAME, _STRING, _DOLLAR, _QUOTED, _PARAM, _NUMBER, _WORD, _END = (
+    _TOKEN_RE.groupindex[group] for group in _GROUPS
+)
+_VALUE_GROUPS = frozenset((_STRING, _DOLLAR, _PARAM, _NUMBER))
 
 _KEYWORDS = frozenset(
-    """
-    ABORT ALL ALTER ANALYZE AND ANY AS ASC BEGIN BETWEEN BY CALL CASE CAST
-    COLLATE COMMIT CONFLICT CREATE CROSS CURRENT_DATE CURRENT_TIME
-    CURRENT_TIMESTAMP DEFAULT DELETE DESC DISTINCT DO DROP DUPLICATE ELSE END
-    ESCAPE EXCEPT EXISTS EXPLAIN FALSE FETCH FILTER FIRST FOR FROM FULL GLOB
-    GROUP HAVING ILIKE IN INNER INSERT INTERSECT INTERVAL INTO IS ISNULL JOIN
-    KEY LAST LATERAL LEFT LIKE LIMIT LOCKED NATURAL NEXT NOT NOTHING NOTNULL
-    NOWAIT NULL NULLS OF OFFSET ON ONLY OR ORDER OUTER OVER PARTITION RECURSIVE
-    REGEXP RELEASE REPLACE RETURNING RIGHT ROLLBACK ROW ROWS SAVEPOINT SELECT
-    SET SHARE SKIP SOME START THEN TO TRANSACTION TRUE TRUNCATE UNION UPDATE
-    USING VALUES WHEN WHERE WINDOW WITH
-    """.split()
+    (
+        "ABORT",
+        "ALL",
+        "ALTER",
+        "ANALYZE",
+        "AND",
+        "ANY",
+        "AS",
+        "ASC",
+        "BEGIN",
+        "BETWEEN",
+        "BY",
+        "CALL",
+        "CASE",
+        "CAST",
+        "COLLATE",
+        "COMMIT",
+        "CONFLICT",
+        "CREATE",
+        "CROSS",
+        "CURRENT_DATE",
+        "CURRENT_TIME",
+        "CURRENT_TIMESTAMP",
+        "DEFAULT",
+        "DELETE",
+        "DESC",
+        "DISTINCT",
+        "DO",
+        "DROP",
+        "DUPLICATE",
+        "ELSE",
+        "END",
+        "ESCAPE",
+        "EXCEPT",
+        "EXISTS",
+        "EXPLAIN",
+        "FALSE",
+        "FETCH",
+        "FILTER",
+        "FIRST",
+        "FOR",
+        "FROM",
+        "FULL",
+        "GLOB",
+        "GROUP",
+        "HAVING",
+        "ILIKE",
+        "IN",
+        "INNER",
+        "INSERT",
+        "INTERSECT",
+        "INTERVAL",
+        "INTO",
+        "IS",
+        "ISNULL",
+        "JOIN",
+        "KEY",
+        "LAST",
+        "LATERAL",
+        "LEFT",
+        "LIKE",
+        "LIMIT",
+        "LOCKED",
+        "NATURAL",
+        "NEXT",
+        "NOT",
+        "NOTHING",
+        "NOTNULL",
+        "NOWAIT",
+        "NULL",
+        "NULLS",
+        "OF",
+        "OFFSET",
+        "ON",
+        "ONLY",
+        "OR",
+        "ORDER",
+        "OUTER",
+        "OVER",
+        "PARTITION",
+        "RECURSIVE",
+        "REGEXP",
+        "RELEASE",
+        "REPLACE",
+        "RETURNING",
+        "RIGHT",
+        "ROLLBACK",
+        "ROW",
+        "ROWS",
+        "SAVEPOINT",
+        "SELECT",
+        "SET",
+        "SHARE",
+        "SKIP",
+        "SOME",
+        "START",
+        "THEN",
+        "TO",
+        "TRANSACTION",
+        "TRUE",
+        "TRUNCATE",
+        "UNION",
+        "UPDATE",
+        "USING",
+        "VALUES",
+        "WHEN",
+        "WHERE",
+        "WINDOW",
+        "WITH",
+    )
 )
 _VALUE_KEYWORDS = frozenset(("TRUE", "FALSE"))
 # Keywords after which a "-" is binary (``CASE ... END - 1``).
-_OPERAND_KEYWORDS = frozenset(
-    ("NULL", "END", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP")
-)
+_OPERAND_KEYWORDS = frozenset(("NULL", "END", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP"))
 
 # Django writes long parameter lists as exactly "IN (%s, %s, ...)" and
 # "VALUES (%s, %s), (%s, %s)". Shrinking them before tokenising keeps
@@ -84,7 +204,8 @@ _OPERAND_KEYWORDS = frozenset(
 # final pass collapses any list anyway. No newline is allowed inside a match,
 # so it can never swallow the end of a ``--`` comment.
 _DJANGO_IN_RE = re.compile(r"(?<![\w$])IN \(%s(?:, %s)+\)")
-_DJANGO_VALUES_RE = re.compile(r"(?<![\w$])VALUES \(%s(?:, %s)*\)(?:, \(%s(?:, %s)*\))+")
+_DJANGO_ROW = r"\(%s(?:, %s)*\)"
+_DJANGO_VALUES_RE = re.compile(rf"(?<![\w$])VALUES {_DJANGO_ROW}(?:, {_DJANGO_ROW})+")
 
 _IN_ITEM = r"(?:\?|NULL|\(\?(?:, \?)*\))"
 _VALUES_ITEM = r"(?:\?|NULL|DEFAULT)"
@@ -97,16 +218,50 @@ _COLLAPSE_RE = re.compile(
     rf"|(?<![\w$])(?P<values>VALUES) ?{_VALUES_ROW}(?:, {_VALUES_ROW})*"
 )
 
-_LEADING_RE = re.compile(
-    r"(?:\s+|--[^\n]*|/\*.*?(?:\*/|\Z)|\()*(?P<word>[A-Za-z_]\w*)?", re.DOTALL
-)
+_LEADING_RE = re.compile(r"(?:\s+|--[^\n]*|/\*.*?(?:\*/|\Z)|\()*(?P<word>[A-Za-z_]\w*)?", re.DOTALL)
 _KINDS = frozenset(
-    """
-    abort alter analyze begin call commit copy create deallocate declare delete
-    describe do drop end execute explain fetch grant insert lock merge pragma
-    prepare release replace reset revoke rollback savepoint select set show
-    start table truncate update vacuum values with
-    """.split()
+    (
+        "abort",
+        "alter",
+        "analyze",
+        "begin",
+        "call",
+        "commit",
+        "copy",
+        "create",
+        "deallocate",
+        "declare",
+        "delete",
+        "describe",
+        "do",
+        "drop",
+        "end",
+        "execute",
+        "explain",
+        "fetch",
+        "grant",
+        "insert",
+        "lock",
+        "merge",
+        "pragma",
+        "prepare",
+        "release",
+        "replace",
+        "reset",
+        "revoke",
+        "rollback",
+        "savepoint",
+        "select",
+        "set",
+        "show",
+        "start",
+        "table",
+        "truncate",
+        "update",
+        "vacuum",
+        "values",
+        "with",
+    )
 )
 _TRANSACTION_KINDS = frozenset(
     ("abort", "begin", "commit", "end", "release", "rollback", "savepoint")
@@ -138,54 +293,61 @@ def _as_text(sql: object) -> str:
 
 
 def _emit(out: list[str], token: str, space: bool) -> None:
+    # No space after "(" nor before ")" or ",": "f( a ,b )" == "f(a, b)".
     if space and out and out[-1] != "(" and token != ")" and token != ",":
         out.append(" ")
     out.append(token)
 
 
 def _normalize(sql: str) -> str:
-    sql = _DJANGO_IN_RE.sub("IN (%s)", sql)
-    sql = _DJANGO_VALUES_RE.sub("VALUES (%s)", sql)
+    if "%s, %s" in sql:  # a plain substring test is far cheaper than the scans
+        sql = _DJANGO_IN_RE.sub("IN (%s)", sql)
+        sql = _DJANGO_VALUES_RE.sub("VALUES (%s)", sql)
     out: list[str] = []
+    append = out.append
     space = False  # whitespace or a comment since the last token
     operand = False  # the last token ends an operand, so a "-" now is binary
     after_dot = False
     sign = ""  # a unary sign waiting to see whether a number follows
     sign_space = False
     for match in _TOKEN_RE.finditer(sql):
-        group = match.lastgroup
-        if group == "space" or group == "comment":
+        # <gap> always takes part, so lastindex is the token's group.
+        kind = match.lastindex or _END
+        if kind == _END:
+            break
+        if match.group(1):
             space = True
-            continue
-        text = match.group()
-        if group == "number":
-            if sign:
+        if kind in _VALUE_GROUPS:
+            if sign and kind == _NUMBER:
                 sign = ""
                 space = sign_space
             token, value = "?", True
-        elif group == "string" or group == "param" or group == "dollar":
-            token, value = "?", True
-        elif group == "quoted":
-            token, value = text, True
-        elif group == "word":
-            upper = text.upper()
+        elif kind in (_NAME, _QUOTED):
+            token, value = match.group(kind), True
+        elif kind == _WORD:
+            token = match.group(kind)
+            upper = token.upper()
             if after_dot or upper not in _KEYWORDS:
-                token, value = text, True
+                value = True
             elif upper in _VALUE_KEYWORDS:
                 token, value = "?", True
             else:
                 token, value = upper, upper in _OPERAND_KEYWORDS
         else:
-            if (text == "-" or text == "+") and not operand:
+            token = match.group(kind)
+            if (token == "-" or token == "+") and not operand:
                 if sign:
                     _emit(out, sign, sign_space)
-                sign, sign_space, space = text, space, False
+                sign, sign_space, space = token, space, False
                 continue
-            token, value = text, text == ")" or text == "]"
+            value = token == ")" or token == "]"
         if sign:
             _emit(out, sign, sign_space)
             sign = ""
-        _emit(out, token, space)
+        # _emit inlined: this line runs once per token.
+        if space and out and out[-1] != "(" and token != ")" and token != ",":
+            append(" ")
+        append(token)
         operand = value
         after_dot = token == "."
         space = token == ","
@@ -194,7 +356,9 @@ def _normalize(sql: str) -> str:
     while out and out[-1] in (";", " "):
         out.pop()
     normalized = "".join(out)
-    if "IN" in normalized or "VALUES" in normalized:
+    # Every list _COLLAPSE_RE shrinks opens with one of these; testing for
+    # them first spares "INNER JOIN" SQL a callback per quoted identifier.
+    if "(?" in normalized or "(NULL" in normalized or "(DEFAULT" in normalized:
         normalized = _COLLAPSE_RE.sub(_collapse, normalized)
     return normalized
 
