@@ -210,9 +210,22 @@ def execute_wrapper(
         raise
     finally:
         duration = perf_counter() - start
+        if sql.__class__ is not str:
+            sql = _sql_text(sql, context)
         recorder.add(
             context["connection"].alias, sql, params, many, start, duration, error, sys._getframe(1)
         )
+
+
+def _sql_text(sql: Any, context: dict[str, Any]) -> str:
+    """SQL given as an object (psycopg's ``sql.Composed``) as text."""
+    as_string = getattr(sql, "as_string", None)
+    if as_string is not None:
+        try:
+            return str(as_string(context["connection"].connection))
+        except Exception:
+            pass
+    return str(sql)
 
 
 def install(connection: Any, **kwargs: Any) -> None:

@@ -200,3 +200,16 @@ def library(db: None) -> list[object]:
     from tests.factories import make_library
 
     return make_library()
+
+
+@pytest.fixture(autouse=True)
+def _close_worker_thread_connections() -> Iterator[None]:
+    """Close connections that async code opened in asgiref's worker thread.
+
+    Left open, they keep PostgreSQL from dropping the test database.
+    """
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)

@@ -16,16 +16,6 @@ def headers_always(settings: object) -> None:
     settings.QUERYLENS = {"HEADERS": "always"}  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-async def close_thread_connections() -> object:
-    """Close connections that async views opened in asgiref's worker thread."""
-    yield
-    from asgiref.sync import sync_to_async
-    from django.db import connections
-
-    await sync_to_async(connections.close_all)()
-
-
 def fetch(client: Client, name: str) -> RequestRecord:
     response = client.get(f"/{name}/")
     assert response.status_code == 200
@@ -200,7 +190,6 @@ def test_params_are_not_kept_when_record_params_is_off(client: Client, settings:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("close_thread_connections")
 async def test_async_view_call_site_is_the_await_line(async_client: object) -> None:
     response = await async_client.get("/async_get_loop/")  # type: ignore[attr-defined]
     assert response.status_code == 200
@@ -219,7 +208,6 @@ def test_async_view_under_the_sync_client_reports_the_await_line(client: Client)
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("close_thread_connections")
 async def test_async_clean_twin_has_no_n_plus_one(async_client: object) -> None:
     response = await async_client.get("/async_fixed/")  # type: ignore[attr-defined]
     record = record_of(response)
