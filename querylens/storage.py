@@ -1,15 +1,22 @@
 """Where request records are kept: a bounded ring buffer.
 
 ``MemoryStorage`` (the default) keeps the newest ``BUFFER_SIZE`` records in
-this process. ``get_storage()`` returns the configured backend, built once per
-settings value.
+this process. ``CacheStorage`` keeps them in a Django cache (Redis, memcached)
+shared by every process. ``get_storage()`` returns the configured backend,
+built once per settings value.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
+from typing import Any
 
+from django.core.cache import InvalidCacheBackendError, caches
+from django.core.cache.backends.base import BaseCache
 from django.utils.module_loading import import_string
 
 from querylens.conf import conf
@@ -73,7 +80,13 @@ _storage_lock = threading.Lock()
 
 
 def _settings_key() -> tuple[object, ...]:
-    return (conf.STORAGE, conf.BUFFER_SIZE, conf.CACHE_ALIAS, conf.CACHE_KEY_PREFIX, conf.CACHE_TIMEOUT)
+    return (
+        conf.STORAGE,
+        conf.BUFFER_SIZE,
+        conf.CACHE_ALIAS,
+        conf.CACHE_KEY_PREFIX,
+        conf.CACHE_TIMEOUT,
+    )
 
 
 def get_storage() -> BaseStorage:
@@ -100,3 +113,314 @@ def reset_storage() -> None:
     global _storage
     with _storage_lock:
         _storage = None
+
+
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    # Exceptions meaning "the cache server did not answer", as opposed to "it
+    # answered something unreadable". Redis's are not OSErrors.
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # pragma: no cover - redis is optional
+        pass
+    else:
+        errors += [RedisConnectionError, RedisTimeoutError]
+    return tuple(errors)
+
+
+_UNREACHABLE = _unreachable_errors()
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_JSON_SEPARATORS = (",", ":")
+#: Longest SQL kept in a duplicate or N+1 group once the queries are gone.
+_GROUP_SQL_CHARS = 2000
+
+
+class CacheStorage(BaseStorage):
+    """A ring buffer shared by every process that uses one Django cache.
+
+    Meant for Django's Redis backend (``django.core.cache.backends.redis``);
+    memcached works too, since only the portable cache API is used. Backends
+    whose ``incr`` is not atomic (database, file, local memory across
+    processes) lose records under concurrency.
+
+    Layout, under ``CACHE_KEY_PREFIX``:
+
+    - ``<prefix>:n``: a counter; ``incr`` hands each write its own sequence
+      number ``n``, so concurrent writers never share a slot;
+    - ``<prefix>:slot:<n % size>``: the record as JSON, with ``n`` beside it,
+      so a reader can tell a slot's current record from a stale one;
+    - ``<prefix>:owner:<n % size>``: ``"<n> <request id>"`` of the slot's
+      record, read by the next writer of the slot to delete the old index key;
+    - ``<prefix>:id:<request id>``: ``n``, so ``get()`` is two round trips.
+
+    Every error of the cache becomes ``StorageError``. After a failed write,
+    writes are skipped for ``retry_after`` seconds, so a hung server costs one
+    socket timeout per interval instead of one per request.
+    """
+
+    #: Records larger than this (bytes of JSON) lose their last queries.
+    #: memcached refuses items over 1 MiB by default; a reader of the whole
+    #: buffer fetches up to ``BUFFER_SIZE`` times this much.
+    max_record_bytes = 512 * 1024
+    retry_after = 5.0
+
+    def __init__(
+        self,
+        size: int | None = None,
+        *,
+        alias: str | None = None,
+        prefix: str | None = None,
+        timeout: int | None = None,
+        max_record_bytes: int | None = None,
+    ) -> None:
+        self.size = size if size is not None else conf.BUFFER_SIZE
+        self.alias = alias if alias is not None else conf.CACHE_ALIAS
+        self.prefix = prefix if prefix is not None else conf.CACHE_KEY_PREFIX
+        self.timeout = timeout if timeout is not None else conf.CACHE_TIMEOUT
+        if max_record_bytes is not None:
+            self.max_record_bytes = max_record_bytes
+        self._writes_paused_until = 0.0
+
+    # -- keys -------------------------------------------------------------
+
+    @property
+    def _counter_key(self) -> str:
+        return f"{self.prefix}:n"
+
+    def _slot_key(self, sequence: int) -> str:
+        return f"{self.prefix}:slot:{sequence % self.size}"
+
+    def _owner_key(self, sequence: int) -> str:
+        return f"{self.prefix}:owner:{sequence % self.size}"
+
+    def _id_key(self, request_id: str) -> str:
+        return f"{self.prefix}:id:{request_id}"
+
+    def _cache(self) -> BaseCache:
+        # caches[...] is per thread; looking it up each time keeps this
+        # instance, shared by the process's threads, safe.
+        try:
+            return caches[self.alias]
+        except InvalidCacheBackendError as exc:
+            raise StorageError(f"CACHES has no alias {self.alias!r}") from exc
+
+    # -- writing ----------------------------------------------------------
+
+    def add(self, record: RequestRecord) -> None:
+        now = time.monotonic()
+        if now < self._writes_paused_until:
+            raise StorageError(
+                f"cache {self.alias!r} failed less than {self.retry_after:g} s ago; "
+                f"request {record.id} not stored"
+            )
+        data = _fit(record.to_dict(), self.max_record_bytes)
+        try:
+            self._write(data)
+        except StorageError:
+            self._writes_paused_until = time.monotonic() + self.retry_after
+            raise
+        except Exception as exc:
+            self._writes_paused_until = time.monotonic() + self.retry_after
+            raise StorageError(
+                f"cache {self.alias!r} could not store request {record.id}: {exc}"
+            ) from exc
+
+    def _write(self, data: dict[str, Any]) -> None:
+        cache = self._cache()
+        request_id = str(data["id"])
+        try:
+            sequence = cache.incr(self._counter_key)
+        except ValueError:
+            # The first write ever (or the counter was evicted): create it.
+            # add() is atomic, so of several first writers only one sets it.
+            cache.add(self._counter_key, 0, timeout=None)
+            sequence = cache.incr(self._counter_key)
+        if not isinstance(sequence, int) or isinstance(sequence, bool):
+            raise StorageError(f"the counter {self._counter_key!r} is not an integer")
+        previous = _parse_owner(cache.get(self._owner_key(sequence)))
+        payload = json.dumps({"seq": sequence, "record": data}, separators=_JSON_SEPARATORS)
+        failed = cache.set_many(
+            {
+                self._slot_key(sequence): payload,
+                self._owner_key(sequence): f"{sequence} {request_id}",
+                self._id_key(request_id): sequence,
+            },
+            timeout=self.timeout,
+        )
+        if failed:
+            raise StorageError(f"the cache refused {', '.join(failed)}")
+        if previous is not None and previous[0] < sequence and previous[1] != request_id:
+            # The record this one replaces is gone; so is the way to find it.
+            # Without this, index keys would pile up for CACHE_TIMEOUT.
+            cache.delete_many([self._id_key(previous[1])])
+
+    # -- reading ----------------------------------------------------------
+
+    def _latest_sequence(self, cache: BaseCache) -> int:
+        try:
+            value = cache.get(self._counter_key)
+        except Exception as exc:
+            raise StorageError(f"cache {self.alias!r} is unavailable: {exc}") from exc
+        if value is None:
+            return 0
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise StorageError(
+                f"the counter {self._counter_key!r} holds {type(value).__name__}, not int"
+            )
+        return value
+
+    def recent(self, limit: int | None = None) -> list[RequestRecord]:
+        cache = self._cache()
+        latest = self._latest_sequence(cache)
+        count = min(self.size, latest) if limit is None else min(limit, self.size, latest)
+        sequences = [latest - offset for offset in range(max(count, 0))]
+        values = self._get_many(cache, [self._slot_key(n) for n in sequences])
+        records = []
+        for sequence in sequences:
+            record = _decode(values.get(self._slot_key(sequence)), sequence)
+            # None: not written yet (a writer between incr and set), expired,
+            # overwritten by a newer lap, or garbage.
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _get_many(self, cache: BaseCache, keys: list[str]) -> dict[str, Any]:
+        if not keys:
+            return {}
+        try:
+            return cache.get_many(keys)
+        except _UNREACHABLE as exc:
+            raise StorageError(f"cache {self.alias!r} is unavailable: {exc}") from exc
+        except Exception:
+            # One unreadable value (a pickle the backend cannot load) fails
+            # the whole batch; fetch one by one to keep the readable ones.
+            pass
+        values = {}
+        for key in keys:
+            try:
+                value = cache.get(key)
+            except _UNREACHABLE as exc:
+                raise StorageError(f"cache {self.alias!r} is unavailable: {exc}") from exc
+            except Exception:
+                continue
+            if value is not None:
+                values[key] = value
+        return values
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        if not _REQUEST_ID.fullmatch(request_id):
+            # Not an id we could have written, and not a safe cache key.
+            return None
+        cache = self._cache()
+        try:
+            sequence = cache.get(self._id_key(request_id))
+        except _UNREACHABLE as exc:
+            raise StorageError(f"cache {self.alias!r} is unavailable: {exc}") from exc
+        except Exception:
+            return None
+        if not isinstance(sequence, int) or isinstance(sequence, bool):
+            return None
+        values = self._get_many(cache, [self._slot_key(sequence)])
+        record = _decode(values.get(self._slot_key(sequence)), sequence)
+        return record if record is not None and record.id == request_id else None
+
+    def clear(self) -> None:
+        cache = self._cache()
+        owners = self._get_many(cache, [self._owner_key(slot) for slot in range(self.size)])
+        keys = [self._slot_key(slot) for slot in range(self.size)]
+        keys += [self._owner_key(slot) for slot in range(self.size)]
+        keys += [self._id_key(owner[1]) for owner in map(_parse_owner, owners.values()) if owner]
+        try:
+            # The counter stays: sequence numbers never repeat, so a record a
+            # writer stores just after the clear cannot pass for an old one.
+            cache.delete_many(keys)
+        except Exception as exc:
+            raise StorageError(f"cache {self.alias!r} could not be cleared: {exc}") from exc
+
+
+def _parse_owner(value: Any) -> tuple[int, str] | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    sequence, _, request_id = value.partition(" ")
+    if not sequence.isdigit() or not _REQUEST_ID.fullmatch(request_id):
+        return None
+    return int(sequence), request_id
+
+
+def _decode(value: Any, sequence: int) -> RequestRecord | None:
+    """The record in a slot's value, or None when it is not sequence's record."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        data = json.loads(value)
+        if data["seq"] != sequence:
+            return None
+        return RequestRecord.from_dict(data["record"])
+    except Exception:
+        # Garbage of any shape (not JSON, wrong keys, wrong types) is skipped:
+        # one bad slot must not hide the rest of the buffer.
+        return None
+
+
+def _size(data: dict[str, Any]) -> int:
+    # ensure_ascii (the default) makes characters and bytes the same count.
+    return len(json.dumps(data, separators=_JSON_SEPARATORS))
+
+
+def _fit(data: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """``data`` (a record's dict), trimmed to at most ``max_bytes`` of JSON.
+
+    Trailing queries go first, counted in ``truncated`` as if
+    ``MAX_QUERIES_PER_REQUEST`` had stopped them; group SQL is shortened only
+    when no query is left. Raises ``StorageError`` when even that is too big.
+    """
+    if _size(data) <= max_bytes:
+        return data
+    queries = data["queries"]
+    # Measured once, not per attempt: the JSON of the record without queries
+    # (with "truncated" at its largest), then what each kept query adds: its
+    # JSON, a comma, and its index (and a comma) in each group naming it.
+    groups = (*data["duplicates"], *data["n_plus_one"])
+    mentions = Counter(i for group in groups for i in group.get("query_indexes", []))
+    room = max_bytes - _size(_without_queries_after(data, 0))
+    keep = 0
+    for index, query in enumerate(queries):
+        room -= _size(query) + (1 if index else 0)
+        room -= mentions[index] * (len(str(index)) + 1)
+        if room < 0:
+            break
+        keep += 1
+    trimmed = _without_queries_after(data, keep)
+    if keep == 0 and _size(trimmed) > max_bytes:
+        for group in (*trimmed["duplicates"], *trimmed["n_plus_one"]):
+            for key in ("sql", "sample_sql"):
+                if isinstance(group.get(key), str) and len(group[key]) > _GROUP_SQL_CHARS:
+                    group[key] = group[key][:_GROUP_SQL_CHARS] + " ..."
+    if _size(trimmed) > max_bytes:
+        raise StorageError(
+            f"request {data['id']} does not fit in {max_bytes} bytes "
+            f"with {keep} of its {len(queries)} queries"
+        )
+    return trimmed
+
+
+def _without_queries_after(data: dict[str, Any], keep: int) -> dict[str, Any]:
+    dropped = len(data["queries"]) - keep
+
+    def kept_indexes(group: dict[str, Any]) -> dict[str, Any]:
+        # A group still counts every query; it only points at stored ones.
+        indexes = [i for i in group.get("query_indexes", []) if i < keep]
+        return {**group, "query_indexes": indexes}
+
+    return {
+        **data,
+        "queries": data["queries"][:keep],
+        "duplicates": [kept_indexes(group) for group in data["duplicates"]],
+        "n_plus_one": [kept_indexes(group) for group in data["n_plus_one"]],
+        "truncated": data["truncated"] + dropped,
+    }
