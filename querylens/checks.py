@@ -6,7 +6,9 @@ Ids are stable and never reused; docs/checks.rst lists them all.
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +38,7 @@ QUERYING_MIDDLEWARE = (
 def register_checks() -> None:
     checks.register(check_settings)
     checks.register(check_middleware)
+    checks.register(check_storage_backend)
 
 
 def _is_bool(value: Any) -> bool:
@@ -65,7 +68,11 @@ def _is_header_policy(value: Any) -> bool:
 #: key -> (check id, validator, what is expected)
 _RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "ENABLED": ("querylens.E003", _is_bool, "True or False"),
-    "HEADERS": ("querylens.E004", _is_header_policy, "one of " + ", ".join(map(repr, HEADER_POLICIES))),
+    "HEADERS": (
+        "querylens.E004",
+        _is_header_policy,
+        "one of " + ", ".join(map(repr, HEADER_POLICIES)),
+    ),
     "RECORD_PARAMS": ("querylens.E005", _is_bool, "True or False"),
     "MAX_QUERIES_PER_REQUEST": ("querylens.E006", _is_positive_int, "a positive integer"),
     "BUFFER_SIZE": ("querylens.E007", _is_positive_int, "a positive integer"),
@@ -121,7 +128,11 @@ def _check_exclude_paths(value: Any) -> list[checks.CheckMessage]:
         return []
     hint = r'Give a list of regular expressions matched against request.path, e.g. [r"^/healthz$"].'
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        return [checks.Error(f"QUERYLENS['EXCLUDE_PATHS'] is {value!r}.", hint=hint, id="querylens.E009")]
+        return [
+            checks.Error(
+                f"QUERYLENS['EXCLUDE_PATHS'] is {value!r}.", hint=hint, id="querylens.E009"
+            )
+        ]
     errors: list[checks.CheckMessage] = []
     for pattern in value:
         try:
@@ -147,7 +158,9 @@ def _check_storage(user: dict[str, Any]) -> list[checks.CheckMessage]:
     except ImportError as exc:
         return [
             checks.Error(
-                f"QUERYLENS['STORAGE'] {path!r} cannot be imported: {exc}.", hint=hint, id="querylens.E011"
+                f"QUERYLENS['STORAGE'] {path!r} cannot be imported: {exc}.",
+                hint=hint,
+                id="querylens.E011",
             )
         ]
     if not (isinstance(backend, type) and issubclass(backend, BaseStorage)):
@@ -183,3 +196,89 @@ def check_middleware(**kwargs: Any) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+def check_storage_backend(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Whether the storage can hold what the server's processes record.
+
+    ``CacheStorage`` needs its cache alias (E017). ``MemoryStorage`` under a
+    server with several worker processes shows each page one process's slice
+    of the traffic (W003).
+    """
+    from querylens.storage import CacheStorage, MemoryStorage
+
+    user = getattr(settings, "QUERYLENS", {})
+    if not isinstance(user, dict):
+        return []  # E001
+    try:
+        backend = import_string(user.get("STORAGE", DEFAULTS["STORAGE"]))
+    except (ImportError, TypeError):
+        return []  # E011
+    if not isinstance(backend, type):
+        return []  # E011
+    alias = user.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
+    if issubclass(backend, CacheStorage) and _is_nonempty_str(alias):
+        names = sorted(getattr(settings, "CACHES", None) or {})
+        if alias not in names:
+            return [
+                checks.Error(
+                    f"QUERYLENS['CACHE_ALIAS'] is {alias!r} but CACHES has no such alias "
+                    f"(it has {', '.join(map(repr, names)) or 'none'}).",
+                    hint="Add a Redis or memcached cache to CACHES under that name, or set "
+                    "CACHE_ALIAS to one of its aliases.",
+                    id="querylens.E017",
+                )
+            ]
+    if issubclass(backend, MemoryStorage):
+        workers = _declared_workers()
+        if workers is not None:
+            variable, count = workers
+            return [
+                checks.Warning(
+                    f"QUERYLENS['STORAGE'] keeps requests in each process's memory, but "
+                    f"{variable} asks for {count} worker processes: each page shows only "
+                    "the requests its own process served.",
+                    hint="Use 'querylens.storage.CacheStorage' with a Redis cache "
+                    "(see the staging guide).",
+                    id="querylens.W003",
+                )
+            ]
+    return []
+
+
+def _declared_workers() -> tuple[str, int] | None:
+    """An environment variable asking a server for several processes, if any.
+
+    A heuristic: gunicorn and uvicorn read their worker count from the
+    environment variables below, which deployments (and PaaS such as Heroku)
+    set for every process, including ``manage.py check --deploy`` and
+    ``migrate``. A count given on the server's command line or in its config
+    file cannot be seen from here.
+    """
+    for variable in ("WEB_CONCURRENCY", "UVICORN_WORKERS"):
+        count = _int_or_none(os.environ.get(variable))
+        if count is not None and count > 1:
+            return variable, count
+    try:
+        arguments = shlex.split(os.environ.get("GUNICORN_CMD_ARGS", ""))
+    except ValueError:
+        return None
+    for position, argument in enumerate(arguments):
+        value: str | None = None
+        if argument in ("-w", "--workers"):
+            value = arguments[position + 1] if position + 1 < len(arguments) else None
+        elif argument.startswith("--workers="):
+            value = argument.partition("=")[2]
+        elif argument.startswith("-w") and len(argument) > 2:
+            value = argument[2:]
+        count = _int_or_none(value)
+        if count is not None and count > 1:
+            return "GUNICORN_CMD_ARGS", count
+    return None
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
