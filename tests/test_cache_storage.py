@@ -1,0 +1,623 @@
+"""CacheStorage: the ring buffer shared through a Django cache (Redis).
+
+Tests marked ``redis`` use the ``"redis"`` alias of tests/settings.py, each
+under a key prefix of its own so that runs sharing the server never meet; the
+keys are deleted afterwards and expire anyway. Tests of an unreachable server
+point a cache at a closed port and need no server at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django.core.checks import run_checks
+from django.test import Client, override_settings
+
+import querylens.middleware
+from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
+from querylens.storage import CacheStorage, StorageError, get_storage
+
+CACHE_STORAGE = "querylens.storage.CacheStorage"
+#: Nothing listens on port 1 of the loopback: connecting fails at once.
+CLOSED_REDIS = {
+    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+    "LOCATION": "redis://127.0.0.1:1/0",
+    "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+}
+LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+
+
+def make_record(number: int, queries: int = 3, sql: str = "SELECT 1") -> RequestRecord:
+    """A record whose queries form one N+1 group and one duplicate group."""
+    site = CallSite("shop/views.py", 17, "book_list")
+    return RequestRecord(
+        id=f"request-{number:06d}",
+        method="GET",
+        path=f"/books/{number}/",
+        view="shop.views.book_list",
+        status=200,
+        started_at=dt.datetime(2026, 11, 21, 10, 0, number % 60, tzinfo=dt.timezone.utc),
+        duration_ms=12.5,
+        db_time_ms=4.25,
+        query_count=queries,
+        duplicate_count=queries - 1,
+        queries=[
+            QueryRecord(
+                index=i,
+                alias="default",
+                sql=sql,
+                params=[i],
+                duration_ms=0.5,
+                fingerprint="9f2c",
+                callsite=site,
+                stack=[site, CallSite("shop/urls.py", 3, "dispatch")],
+                relation="shop.Book.author",
+            )
+            for i in range(queries)
+        ],
+        duplicates=[DuplicateGroup("9f2c", queries, sql, list(range(queries)))]
+        if queries > 1
+        else [],
+        n_plus_one=[
+            NPlusOneGroup(
+                fingerprint="9f2c",
+                count=queries,
+                total_ms=queries * 0.5,
+                callsite=site,
+                relation="shop.Book.author",
+                suggestion='select_related("author")',
+                sample_sql=sql,
+                query_indexes=list(range(queries)),
+            )
+        ]
+        if queries > 1
+        else [],
+    )
+
+
+def ids(records: list[RequestRecord]) -> list[str]:
+    return [record.id for record in records]
+
+
+@pytest.fixture
+def prefix() -> str:
+    # Letters and digits only: the prefix is also a glob pattern below.
+    return f"qltest{uuid.uuid4().hex}"
+
+
+def redis_keys(prefix: str) -> list[str]:
+    """Every key under ``prefix`` on the test Redis server, as querylens named it."""
+    cache = caches["redis"]
+    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+    full_prefix = cache.make_key(prefix)
+    return sorted(
+        key.decode()[len(full_prefix) - len(prefix) :]
+        for key in client.scan_iter(f"{full_prefix}:*")
+    )
+
+
+@pytest.fixture
+def storage(prefix: str) -> Iterator[CacheStorage]:
+    store = CacheStorage(size=5, alias="redis", prefix=prefix, timeout=300)
+    yield store
+    caches["redis"].delete_many(redis_keys(prefix))
+
+
+@pytest.fixture
+def closed_cache() -> Iterator[None]:
+    with override_settings(CACHES={**settings.CACHES, "down": CLOSED_REDIS}):
+        yield
+
+
+# -- round trips on Redis -------------------------------------------------
+
+
+@pytest.mark.redis
+def test_a_record_reads_back_exactly_as_written(storage: CacheStorage) -> None:
+    record = make_record(1)
+    storage.add(record)
+    assert storage.get(record.id) == record
+    assert storage.recent() == [record]
+
+
+@pytest.mark.redis
+def test_the_slot_holds_the_json_of_the_design(storage: CacheStorage, prefix: str) -> None:
+    record = make_record(1)
+    storage.add(record)
+    value = json.loads(caches["redis"].get(f"{prefix}:slot:1"))
+    assert value == {"seq": 1, "record": record.to_dict()}
+    assert value["record"]["n_plus_one"][0]["suggestion"] == 'select_related("author")'
+
+
+@pytest.mark.redis
+def test_recent_is_newest_first_and_honours_the_limit(storage: CacheStorage) -> None:
+    for number in range(1, 4):
+        storage.add(make_record(number))
+    assert ids(storage.recent()) == ["request-000003", "request-000002", "request-000001"]
+    assert ids(storage.recent(2)) == ["request-000003", "request-000002"]
+    assert storage.recent(0) == []
+
+
+@pytest.mark.redis
+def test_an_empty_buffer_reads_as_empty(storage: CacheStorage) -> None:
+    assert storage.recent() == []
+    assert storage.get("request-000001") is None
+
+
+@pytest.mark.redis
+def test_a_full_buffer_keeps_the_newest_records(storage: CacheStorage) -> None:
+    for number in range(1, 13):
+        storage.add(make_record(number))
+    assert ids(storage.recent()) == [f"request-{n:06d}" for n in range(12, 7, -1)]
+    assert storage.get("request-000007") is None
+    assert storage.get("request-000008") == make_record(8)
+
+
+@pytest.mark.redis
+def test_keys_stay_bounded_however_many_requests(storage: CacheStorage, prefix: str) -> None:
+    for number in range(1, 31):
+        storage.add(make_record(number))
+    keys = redis_keys(prefix)
+    # The counter, and per slot the record, its owner and its id index: an
+    # old record's index key goes when its slot is reused.
+    assert len(keys) == 1 + 3 * storage.size
+    assert sorted(k for k in keys if ":id:" in k) == [
+        f"{prefix}:id:request-{n:06d}" for n in range(26, 31)
+    ]
+
+
+@pytest.mark.redis
+def test_keys_expire_after_cache_timeout(storage: CacheStorage, prefix: str) -> None:
+    storage.add(make_record(1))
+    client = caches["redis"]._cache.get_client()  # type: ignore[attr-defined]
+    ttl = client.ttl(caches["redis"].make_key(f"{prefix}:slot:1"))
+    assert 0 < ttl <= 300
+
+
+@pytest.mark.redis
+def test_clear_empties_the_buffer_and_writing_goes_on(storage: CacheStorage, prefix: str) -> None:
+    for number in range(1, 8):
+        storage.add(make_record(number))
+    storage.clear()
+    assert storage.recent() == []
+    assert storage.get("request-000007") is None
+    assert redis_keys(prefix) == [f"{prefix}:n"]
+    storage.add(make_record(8))
+    assert ids(storage.recent()) == ["request-000008"]
+
+
+@pytest.mark.redis
+def test_concurrent_writers_each_land_exactly_once(prefix: str) -> None:
+    store = CacheStorage(size=200, alias="redis", prefix=prefix, timeout=300)
+    barrier = threading.Barrier(8)
+
+    def write(thread: int) -> None:
+        barrier.wait(timeout=10)
+        for number in range(thread * 25, thread * 25 + 25):
+            store.add(make_record(number, queries=2))
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(write, range(8)))
+        stored = ids(store.recent())
+        assert sorted(stored) == [f"request-{n:06d}" for n in range(200)]
+        assert all(
+            store.get(f"request-{n:06d}") == make_record(n, queries=2) for n in range(0, 200, 7)
+        )
+    finally:
+        caches["redis"].delete_many(redis_keys(prefix))
+
+
+@pytest.mark.redis
+def test_concurrent_writers_beyond_capacity_leave_the_newest_laps(prefix: str) -> None:
+    store = CacheStorage(size=20, alias="redis", prefix=prefix, timeout=300)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(store.add, [make_record(n) for n in range(100)]))
+        stored = ids(store.recent())
+        assert len(stored) == len(set(stored)) == 20
+        # Four writers, twenty slots: no write can lag a whole lap behind.
+        assert set(stored) <= {f"request-{n:06d}" for n in range(100 - 20 - 4, 100)}
+    finally:
+        caches["redis"].delete_many(redis_keys(prefix))
+
+
+@pytest.mark.redis
+def test_a_slot_claimed_but_not_yet_written_is_skipped(storage: CacheStorage, prefix: str) -> None:
+    storage.add(make_record(1))
+    storage.add(make_record(2))
+    # Another process took sequence number 3 and has not stored its record.
+    caches["redis"].incr(f"{prefix}:n")
+    assert ids(storage.recent()) == ["request-000002", "request-000001"]
+    assert ids(storage.recent(2)) == ["request-000002"]
+
+
+@pytest.mark.redis
+def test_a_record_from_an_older_lap_is_not_shown_as_current(
+    storage: CacheStorage, prefix: str
+) -> None:
+    storage.add(make_record(1))
+    # Sequence 6 maps to slot 1 too; until its writer stores it, slot 1
+    # holds sequence 1, which must not pass for 6.
+    caches["redis"].incr(f"{prefix}:n", 5)
+    assert storage.recent() == []
+
+
+# -- garbage ----------------------------------------------------------------
+
+
+GARBAGE = {
+    "not json": "{not json",
+    "json but not an object": "[1, 2, 3]",
+    "no record": '{"seq": 2}',
+    "record of wrong types": '{"seq": 2, "record": {"id": "x", "queries": "SELECT"}}',
+    "not a string": 12.5,
+    "a list": ["seq", 2],
+}
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("garbage", GARBAGE.values(), ids=GARBAGE.keys())
+def test_a_garbage_slot_is_skipped(storage: CacheStorage, prefix: str, garbage: Any) -> None:
+    for number in range(1, 4):
+        storage.add(make_record(number))
+    caches["redis"].set(f"{prefix}:slot:2", garbage)
+    assert ids(storage.recent()) == ["request-000003", "request-000001"]
+    assert storage.get("request-000002") is None
+    assert storage.get("request-000003") == make_record(3)
+
+
+@pytest.mark.redis
+def test_bytes_the_cache_cannot_unpickle_are_skipped(storage: CacheStorage, prefix: str) -> None:
+    for number in range(1, 4):
+        storage.add(make_record(number))
+    # Written behind Django's back: the backend fails to load it, which
+    # fails the whole get_many.
+    client = caches["redis"]._cache.get_client(write=True)  # type: ignore[attr-defined]
+    client.set(caches["redis"].make_key(f"{prefix}:slot:2"), b"\x80\x05garbage")
+    client.set(caches["redis"].make_key(f"{prefix}:id:request-000001"), b"\x80\x05garbage")
+    assert ids(storage.recent()) == ["request-000003", "request-000001"]
+    assert storage.get("request-000001") is None
+    assert storage.get("request-000003") == make_record(3)
+
+
+@pytest.mark.redis
+def test_a_garbage_index_or_owner_is_harmless(storage: CacheStorage, prefix: str) -> None:
+    storage.add(make_record(1))
+    caches["redis"].set(f"{prefix}:id:request-000001", "not a number")
+    caches["redis"].set(f"{prefix}:owner:1", "garbage")
+    assert storage.get("request-000001") is None
+    for number in range(2, 7):  # the fifth reuses slot 1
+        storage.add(make_record(number))
+    assert ids(storage.recent()) == [f"request-{n:06d}" for n in range(6, 1, -1)]
+    assert storage.get("request-000006") == make_record(6)
+
+
+@pytest.mark.redis
+def test_a_garbage_counter_is_a_storage_error(storage: CacheStorage, prefix: str) -> None:
+    storage.add(make_record(1))
+    caches["redis"].set(f"{prefix}:n", "seven")
+    with pytest.raises(StorageError, match="counter"):
+        storage.recent()
+    with pytest.raises(StorageError):
+        storage.add(make_record(2))
+
+
+@pytest.mark.redis
+def test_ids_that_could_not_be_ours_are_not_looked_up(storage: CacheStorage) -> None:
+    assert storage.get("../etc passwd") is None
+    assert storage.get("") is None
+
+
+# -- an unreachable or slow server ------------------------------------------
+
+
+@pytest.mark.usefixtures("closed_cache")
+def test_an_unreachable_server_is_a_storage_error_for_every_operation() -> None:
+    store = CacheStorage(size=5, alias="down", prefix="qltest")
+    with pytest.raises(StorageError, match="could not store request request-000001"):
+        store.add(make_record(1))
+    with pytest.raises(StorageError, match="unavailable"):
+        store.recent()
+    with pytest.raises(StorageError, match="unavailable"):
+        store.get("request-000001")
+    with pytest.raises(StorageError, match="unavailable"):
+        store.clear()
+
+
+def test_an_alias_missing_from_caches_is_a_storage_error() -> None:
+    store = CacheStorage(alias="nowhere")
+    with pytest.raises(StorageError, match="no alias 'nowhere'"):
+        store.recent()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A loopback port that accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+        thread.join(timeout=5)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` (set by another thread) until true or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_after_a_slow_server_times_out_writes_pause(
+    silent_server: tuple[int, list[socket.socket]],
+) -> None:
+    port, accepted = silent_server
+    slow = {
+        **CLOSED_REDIS,
+        "LOCATION": f"redis://127.0.0.1:{port}/0",
+        "OPTIONS": {"socket_timeout": 0.2},
+    }
+    with override_settings(CACHES={**settings.CACHES, "slow": slow}):
+        store = CacheStorage(alias="slow", prefix="qltest")
+        with pytest.raises(StorageError, match="Timeout"):
+            store.add(make_record(1))
+        assert wait_until(lambda: len(accepted) == 1)
+        # Within retry_after the next write does not wait for the server again.
+        with pytest.raises(
+            StorageError, match="failed less than 5 s ago; request request-000002 not stored"
+        ):
+            store.add(make_record(2))
+        assert len(accepted) == 1
+        # Reads still ask, so a staff page tells the truth.
+        with pytest.raises(StorageError, match="unavailable"):
+            store.recent()
+        assert wait_until(lambda: len(accepted) == 2)
+
+
+# -- any cache with the portable API ----------------------------------------
+
+
+def test_works_on_any_cache_with_atomic_incr() -> None:
+    with override_settings(CACHES={**settings.CACHES, "local": LOCMEM}):
+        store = CacheStorage(size=3, alias="local", prefix="qltest")
+        for number in range(1, 6):
+            store.add(make_record(number))
+        assert ids(store.recent()) == ["request-000005", "request-000004", "request-000003"]
+        assert store.get("request-000004") == make_record(4)
+        store.clear()
+        assert store.recent() == []
+
+
+# -- bounded size -------------------------------------------------------------
+
+
+def stored_size(store: CacheStorage, request_id: str) -> int:
+    slot = store._slot_key(caches[store.alias].get(store._id_key(request_id)))
+    return len(caches[store.alias].get(slot))
+
+
+@pytest.fixture
+def local_store() -> Iterator[CacheStorage]:
+    with override_settings(CACHES={**settings.CACHES, "local": LOCMEM}):
+        yield CacheStorage(
+            size=3, alias="local", prefix=f"qltest{uuid.uuid4().hex}", max_record_bytes=8000
+        )
+
+
+def test_a_record_that_fits_is_kept_whole(local_store: CacheStorage) -> None:
+    record = make_record(1, queries=10)
+    local_store.add(record)
+    assert local_store.get(record.id) == record
+
+
+def test_a_record_too_large_loses_its_last_queries(local_store: CacheStorage) -> None:
+    record = make_record(1, queries=100)
+    record.truncated = 5  # MAX_QUERIES_PER_REQUEST already stopped some
+    assert len(json.dumps(record.to_dict())) > 8000
+    local_store.add(record)
+    stored = local_store.get(record.id)
+    assert stored is not None
+    kept = len(stored.queries)
+    assert 0 < kept < 100
+    assert [query.index for query in stored.queries] == list(range(kept))
+    assert stored.truncated == 5 + 100 - kept
+    # What the headers said stays true; the groups still count every query.
+    assert stored.query_count == 100
+    assert stored.n_plus_one[0].count == 100
+    assert stored.n_plus_one[0].query_indexes == list(range(kept))
+    assert stored.duplicates[0].query_indexes == list(range(kept))
+    assert stored_size(local_store, record.id) <= 8000 + len('{"seq":1,"record":}')
+    # The caller's record is untouched: the response's headers come from it.
+    assert len(record.queries) == 100
+
+
+def test_only_as_many_queries_go_as_needed(local_store: CacheStorage) -> None:
+    record = make_record(1, queries=100)
+    local_store.add(record)
+    stored = local_store.get(record.id)
+    assert stored is not None
+    one_more = {
+        **stored.to_dict(),
+        "queries": [q.to_dict() for q in record.queries[: len(stored.queries) + 1]],
+    }
+    assert len(json.dumps(one_more, separators=(",", ":"))) > 8000
+
+
+def test_huge_group_sql_is_shortened_when_no_query_fits(local_store: CacheStorage) -> None:
+    record = make_record(1, queries=3, sql="SELECT " + "x, " * 5000 + "1")
+    local_store.add(record)
+    stored = local_store.get(record.id)
+    assert stored is not None
+    assert stored.queries == []
+    assert stored.truncated == 3
+    assert stored.n_plus_one[0].sample_sql.endswith(" ...")
+    assert len(stored.n_plus_one[0].sample_sql) < 2100
+    assert stored.n_plus_one[0].suggestion == 'select_related("author")'
+
+
+def test_a_record_that_cannot_fit_is_an_error_not_a_silent_drop(local_store: CacheStorage) -> None:
+    record = make_record(1)
+    record.path = "/" + "p" * 9000
+    with pytest.raises(StorageError, match="does not fit in 8000 bytes"):
+        local_store.add(record)
+
+
+# -- through the middleware -------------------------------------------------
+
+
+@pytest.fixture
+def fresh_warning_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The middleware warns at most once a minute per process; start a window.
+    monkeypatch.setattr(querylens.middleware, "_last_storage_warning", float("-inf"))
+
+
+@pytest.mark.usefixtures("library", "closed_cache", "fresh_warning_window")
+def test_requests_succeed_and_one_warning_is_logged_when_redis_is_down(
+    client: Client, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.QUERYLENS = {"STORAGE": CACHE_STORAGE, "CACHE_ALIAS": "down", "HEADERS": "always"}
+    with caplog.at_level(logging.WARNING, logger="querylens"):
+        responses = [client.get("/fk_loop/") for _ in range(3)]
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    assert responses[0].content.decode() == ", ".join(
+        ["Author 0"] * 2 + ["Author 1"] * 2 + ["Author 2"] * 2
+    )
+    assert all(response["X-QueryLens-Queries"] == "7" for response in responses)
+    warnings = [r for r in caplog.records if r.name == "querylens" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert (
+        warnings[0].getMessage()
+        == f"querylens could not store request {responses[0]['X-QueryLens-Request']}"
+    )
+    assert warnings[0].exc_info is not None
+    assert warnings[0].exc_info[0] is StorageError
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("library")
+def test_the_middleware_stores_each_request_in_redis(
+    client: Client, settings: Any, prefix: str
+) -> None:
+    settings.QUERYLENS = {
+        "STORAGE": CACHE_STORAGE,
+        "CACHE_ALIAS": "redis",
+        "CACHE_KEY_PREFIX": prefix,
+        "CACHE_TIMEOUT": 300,
+        "HEADERS": "always",
+    }
+    try:
+        fk = client.get("/fk_loop/")
+        fixed = client.get("/fk_loop_fixed/")
+        assert isinstance(get_storage(), CacheStorage)
+        assert ids(get_storage().recent()) == [
+            fixed["X-QueryLens-Request"],
+            fk["X-QueryLens-Request"],
+        ]
+        record = get_storage().get(fk["X-QueryLens-Request"])
+        assert record is not None
+        assert (record.path, record.status, record.query_count) == ("/fk_loop/", 200, 7)
+        assert record.n_plus_one[0].relation == "tests.Book.author"
+        assert record.n_plus_one[0].suggestion == 'select_related("author")'
+    finally:
+        caches["redis"].delete_many(redis_keys(prefix))
+
+
+# -- system checks --------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_count_in_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("WEB_CONCURRENCY", "UVICORN_WORKERS", "GUNICORN_CMD_ARGS"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def check_ids() -> list[str]:
+    return [message.id for message in run_checks() if str(message.id).startswith("querylens.")]
+
+
+def test_cache_storage_with_a_missing_alias_is_e017(settings: Any) -> None:
+    settings.QUERYLENS = {"STORAGE": CACHE_STORAGE, "CACHE_ALIAS": "redsi"}
+    messages = [m for m in run_checks() if m.id == "querylens.E017"]
+    assert len(messages) == 1
+    assert "'redsi'" in messages[0].msg
+    assert "'default'" in messages[0].msg
+
+
+def test_cache_storage_with_a_known_alias_passes(settings: Any) -> None:
+    settings.QUERYLENS = {"STORAGE": CACHE_STORAGE, "CACHE_ALIAS": "default"}
+    assert check_ids() == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WEB_CONCURRENCY", "4"),
+        ("UVICORN_WORKERS", "2"),
+        ("GUNICORN_CMD_ARGS", "--bind 0.0.0.0:8000 --workers 3"),
+        ("GUNICORN_CMD_ARGS", "--workers=3"),
+        ("GUNICORN_CMD_ARGS", "-w 3 --threads 2"),
+        ("GUNICORN_CMD_ARGS", "-w3"),
+    ],
+)
+def test_memory_storage_with_several_workers_is_w003(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    messages = [m for m in run_checks() if m.id == "querylens.W003"]
+    assert len(messages) == 1
+    assert variable in messages[0].msg
+    assert "CacheStorage" in (messages[0].hint or "")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WEB_CONCURRENCY", "1"),
+        ("WEB_CONCURRENCY", "many"),
+        ("GUNICORN_CMD_ARGS", "--workers 1 --threads 8"),
+        ("GUNICORN_CMD_ARGS", "--workers"),
+        ("GUNICORN_CMD_ARGS", "--bind 'unclosed"),
+    ],
+)
+def test_one_worker_or_an_unreadable_count_is_no_w003(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert "querylens.W003" not in check_ids()
+
+
+def test_cache_storage_with_several_workers_is_no_w003(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    settings.QUERYLENS = {"STORAGE": CACHE_STORAGE}
+    assert check_ids() == []
