@@ -62,7 +62,9 @@ def build_record(
     )
 
 
-def duplicate_groups(raw: Sequence[RawQuery], queries: Sequence[QueryRecord]) -> list[DuplicateGroup]:
+def duplicate_groups(
+    raw: Sequence[RawQuery], queries: Sequence[QueryRecord]
+) -> list[DuplicateGroup]:
     """Queries whose alias, SQL and params equal an earlier query's."""
     seen: dict[tuple[str, str, Any], list[int]] = {}
     for index, query in enumerate(raw):
@@ -188,7 +190,9 @@ def _callsite(entry: RawFrame) -> CallSite:
     if site is None:
         where, line = entry
         if isinstance(where, CodeType):
-            site = CallSite(file=relative_path(where.co_filename), line=line, function=where.co_name)
+            site = CallSite(
+                file=relative_path(where.co_filename), line=line, function=where.co_name
+            )
         else:
             site = CallSite(file=where, line=line, function=CallSite.TEMPLATE)
         if len(_callsites) < 50_000:
@@ -221,7 +225,10 @@ def _json_params(params: Any) -> Any:
     if isinstance(params, dict):
         return {str(key): _json_value(value) for key, value in params.items()}
     if isinstance(params, (list, tuple)):
-        return [_json_params(p) if isinstance(p, (list, tuple, dict)) else _json_value(p) for p in params]
+        return [
+            _json_params(p) if isinstance(p, (list, tuple, dict)) else _json_value(p)
+            for p in params
+        ]
     return _json_value(params)
 
 

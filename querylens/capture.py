@@ -10,6 +10,7 @@ request ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import sysconfig
@@ -34,15 +35,15 @@ class RawQuery:
 
     __slots__ = (
         "alias",
-        "sql",
-        "params",
-        "many",
-        "start",
         "duration",
         "error",
-        "stack",
-        "relation",
+        "many",
+        "params",
         "path",
+        "relation",
+        "sql",
+        "stack",
+        "start",
         "weak_via",
     )
 
@@ -163,7 +164,9 @@ def deactivate(token: Token[Recorder | None]) -> None:
 
 
 @contextmanager
-def recording(*, max_queries: int | None = None, stack_depth: int | None = None) -> Iterator[Recorder]:
+def recording(
+    *, max_queries: int | None = None, stack_depth: int | None = None
+) -> Iterator[Recorder]:
     """Record the queries run inside the block.
 
     When a recorder is already active (inside a request measured by the
@@ -338,7 +341,9 @@ def capture_stack(
     return tuple(stack[:depth])
 
 
-def _awaiting_frames(loop: Any, task_context: Any, hint: asyncio.Task[Any] | None) -> list[RawFrame]:
+def _awaiting_frames(
+    loop: Any, task_context: Any, hint: asyncio.Task[Any] | None
+) -> list[RawFrame]:
     """User frames of the coroutine awaiting the sync call identified by ``task_context``.
 
     ``SyncToAsync.__call__`` passes the same ``task_context`` list to the
@@ -346,14 +351,16 @@ def _awaiting_frames(loop: Any, task_context: Any, hint: asyncio.Task[Any] | Non
     """
     candidates: list[asyncio.Task[Any]] = [hint] if hint is not None else []
     if loop is not None:
-        try:
+        # RuntimeError: the loop's task set changed under us; the hint remains.
+        with contextlib.suppress(RuntimeError):
             candidates.extend(task for task in asyncio.all_tasks(loop) if task is not hint)
-        except RuntimeError:  # the loop's task set changed under us: use the hint
-            pass
     for task in candidates:
         frames = _coroutine_frames(task)
         for position, frame in enumerate(frames):
-            if frame.f_code is _SYNC_TO_ASYNC_CALL and frame.f_locals.get("task_context") is task_context:
+            if (
+                frame.f_code is _SYNC_TO_ASYNC_CALL
+                and frame.f_locals.get("task_context") is task_context
+            ):
                 return _user_frames(reversed(frames[:position]))
     return []
 

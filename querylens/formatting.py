@@ -34,8 +34,8 @@ def highlight_sql(sql: str, *, reformat: bool = True) -> SafeString:
     """Formatted SQL as HTML ``<span>``s (Pygments escapes the text)."""
     text = format_sql(sql) if reformat else sql
     if len(text) > MAX_FORMATTED_LENGTH:
-        return mark_safe(escape(text))  # noqa: S308 - escaped just above
-    return mark_safe(highlight(text, _lexer, _formatter))  # noqa: S308 - Pygments escapes
+        return mark_safe(escape(text))
+    return mark_safe(str(highlight(text, _lexer, _formatter)))
 
 
 def highlight_css(selector: str = ".ql-sql") -> str:

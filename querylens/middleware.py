@@ -35,7 +35,7 @@ _last_storage_warning = 0.0
 class _Measurement:
     """What the middleware keeps between the start and the end of a request."""
 
-    __slots__ = ("recorder", "token", "request_id", "started_at", "started")
+    __slots__ = ("recorder", "request_id", "started", "started_at", "token")
 
     def __init__(self, recorder: Recorder, token: Token[Recorder | None] | None) -> None:
         self.recorder = recorder
@@ -68,7 +68,7 @@ class QueryLensMiddleware:
         if measurement is None:
             return self.get_response(request)
         try:
-            response = self.get_response(request)  # type: ignore[assignment]
+            response = self.get_response(request)
         finally:
             self._stop(measurement)
         user = _user_sync(request) if self._needs_user() else None
@@ -100,7 +100,9 @@ class QueryLensMiddleware:
                 # Someone outside us (the toolbar panel) records already.
                 return _Measurement(active, None)
             capture.install_on_open_connections()
-            recorder = Recorder(max_queries=conf.MAX_QUERIES_PER_REQUEST, stack_depth=conf.STACK_DEPTH)
+            recorder = Recorder(
+                max_queries=conf.MAX_QUERIES_PER_REQUEST, stack_depth=conf.STACK_DEPTH
+            )
             return _Measurement(recorder, capture.activate(recorder))
         except Exception:
             logger.exception("querylens could not start measuring %s", request.path)
@@ -180,7 +182,9 @@ def _headers_allowed(user: Any) -> bool:
         return True
     if policy in ("auto", "staff"):
         return bool(
-            user is not None and getattr(user, "is_active", False) and getattr(user, "is_staff", False)
+            user is not None
+            and getattr(user, "is_active", False)
+            and getattr(user, "is_staff", False)
         )
     return False
 

@@ -52,11 +52,11 @@ def install() -> None:
     rd.ReverseOneToOneDescriptor.__get__ = _single_loader(  # type: ignore[method-assign]
         rd.ReverseOneToOneDescriptor.__get__, lambda d: (d.related.accessor_name, SINGLE)
     )
-    rd.create_reverse_many_to_one_manager = _manager_factory(  # type: ignore[assignment]
+    rd.create_reverse_many_to_one_manager = _manager_factory(
         rd.create_reverse_many_to_one_manager,
         lambda superclass, rel: rel.accessor_name,
     )
-    rd.create_forward_many_to_many_manager = _manager_factory(  # type: ignore[assignment]
+    rd.create_forward_many_to_many_manager = _manager_factory(
         rd.create_forward_many_to_many_manager,
         lambda superclass, rel, reverse: rel.accessor_name if reverse else rel.field.name,
     )
@@ -70,7 +70,7 @@ def install() -> None:
         ct.GenericForeignKey.__get__ = _single_loader(  # type: ignore[method-assign]
             ct.GenericForeignKey.__get__, lambda d: (d.name, GENERIC)
         )
-        ct.create_generic_related_manager = _manager_factory(  # type: ignore[assignment]
+        ct.create_generic_related_manager = _manager_factory(
             ct.create_generic_related_manager,
             lambda superclass, rel: rel.field.name,
         )
@@ -111,7 +111,9 @@ def _single_loader(
     return __get__
 
 
-def _manager_factory(original: Callable[..., type], describe: Callable[..., str]) -> Callable[..., type]:
+def _manager_factory(
+    original: Callable[..., type], describe: Callable[..., str]
+) -> Callable[..., type]:
     """Wrap a related-manager class factory so its querysets carry a tag."""
 
     @functools.wraps(original)

@@ -22,7 +22,9 @@ class Result:
         self.recorder = recorder
 
 
-def analyse(recorder: Recorder, *, threshold: int | None = None, name: str = "block") -> RequestRecord:
+def analyse(
+    recorder: Recorder, *, threshold: int | None = None, name: str = "block"
+) -> RequestRecord:
     """Analyse what ``recorder`` has captured so far."""
     return build_record(
         recorder,

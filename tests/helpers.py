@@ -16,7 +16,9 @@ def line_of(marker: str, module: Any = None) -> int:
     if module is None:
         from tests import views as module
     lines, _ = inspect.getsourcelines(module)
-    matches = [n for n, text in enumerate(lines, start=1) if text.rstrip().endswith(f"# line: {marker}")]
+    matches = [
+        n for n, text in enumerate(lines, start=1) if text.rstrip().endswith(f"# line: {marker}")
+    ]
     assert len(matches) == 1, f"marker {marker!r} found {len(matches)} times"
     return matches[0]
 

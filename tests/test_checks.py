@@ -37,7 +37,8 @@ def test_unknown_key_suggests_the_close_one(settings: Any) -> None:
     (error,) = check_settings()
     assert error.id == "querylens.E002"
     assert "'HEADER'" in error.msg
-    assert error.hint is not None and "Did you mean 'HEADERS'?" in error.hint
+    assert error.hint is not None
+    assert "Did you mean 'HEADERS'?" in error.hint
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,9 @@ def test_unknown_key_suggests_the_close_one(settings: Any) -> None:
         ("STACK_DEPTH", None, "querylens.E016"),
     ],
 )
-def test_each_bad_value_has_its_id_and_a_hint(settings: Any, key: str, value: Any, check_id: str) -> None:
+def test_each_bad_value_has_its_id_and_a_hint(
+    settings: Any, key: str, value: Any, check_id: str
+) -> None:
     settings.QUERYLENS = {key: value}
     errors = [e for e in check_settings() if e.id == check_id]
     assert len(errors) == 1, ids(check_settings())
@@ -74,7 +77,12 @@ def test_each_bad_value_has_its_id_and_a_hint(settings: Any, key: str, value: An
 @pytest.mark.parametrize(
     "value",
     [
-        {"HEADERS": "never", "SAMPLE_RATE": 0, "EXCLUDE_PATHS": [r"^/health$"], "N_PLUS_ONE_THRESHOLD": 5},
+        {
+            "HEADERS": "never",
+            "SAMPLE_RATE": 0,
+            "EXCLUDE_PATHS": [r"^/health$"],
+            "N_PLUS_ONE_THRESHOLD": 5,
+        },
         {"SAMPLE_RATE": 1, "STORAGE": "querylens.storage.MemoryStorage", "ENABLED": False},
     ],
 )
@@ -95,7 +103,8 @@ def test_middleware_after_a_querying_middleware_warns(settings: Any) -> None:
     (warning,) = check_middleware()
     assert warning.id == "querylens.W002"
     assert SESSIONS in warning.msg
-    assert warning.hint is not None and "SecurityMiddleware" in warning.hint
+    assert warning.hint is not None
+    assert "SecurityMiddleware" in warning.hint
 
 
 def test_checks_run_through_manage_py_check(settings: Any) -> None:

@@ -37,9 +37,27 @@ def only_group(record: RequestRecord):  # type: ignore[no-untyped-def]
         ("reverse_fk", "reverse_fk", 3, "tests.Author.books", 'prefetch_related("books")'),
         ("m2m", "m2m", 6, "tests.Book.tags", 'prefetch_related("tags")'),
         ("reverse_m2m", "reverse_m2m", 3, "tests.Tag.books", 'prefetch_related("books")'),
-        ("reverse_one_to_one", "reverse_o2o", 3, "tests.Author.profile", 'select_related("profile")'),
-        ("generic_fk", "generic_fk", 6, "tests.Comment.content_object", 'prefetch_related("content_object")'),
-        ("generic_relation", "generic_rel", 6, "tests.Book.comments", 'prefetch_related("comments")'),
+        (
+            "reverse_one_to_one",
+            "reverse_o2o",
+            3,
+            "tests.Author.profile",
+            'select_related("profile")',
+        ),
+        (
+            "generic_fk",
+            "generic_fk",
+            6,
+            "tests.Comment.content_object",
+            'prefetch_related("content_object")',
+        ),
+        (
+            "generic_relation",
+            "generic_rel",
+            6,
+            "tests.Book.comments",
+            'prefetch_related("comments")',
+        ),
         ("count_loop", "count_loop", 3, "tests.Author.books", 'annotate(n=Count("books"))'),
         ("get_loop", "get_loop", 6, None, "in_bulk(ids)"),
         ("raw_loop", "raw_loop", 6, None, "filter(pk__in=ids)"),
@@ -91,7 +109,8 @@ def test_nested_loop_suggests_the_nested_prefetch(client: Client) -> None:
     assert by_relation["tests.Author.books"].suggestion == 'prefetch_related("books")'
     inner = by_relation["tests.Book.publisher"]
     assert inner.suggestion == 'prefetch_related("books__publisher")'
-    assert inner.callsite is not None and inner.callsite.line == line_of("nested_inner")
+    assert inner.callsite is not None
+    assert inner.callsite.line == line_of("nested_inner")
 
 
 def test_loop_over_prefetched_children_suggests_the_nested_prefetch(client: Client) -> None:
@@ -153,7 +172,8 @@ def test_executemany_is_one_recorded_query(client: Client) -> None:
     (query,) = record.queries
     assert query.many is True
     assert query.params == [["x", 1], ["y", 2]]
-    assert query.callsite is not None and query.callsite.line == line_of("executemany")
+    assert query.callsite is not None
+    assert query.callsite.line == line_of("executemany")
 
 
 def test_a_failing_query_is_recorded_with_its_error(client: Client) -> None:
@@ -162,7 +182,8 @@ def test_a_failing_query_is_recorded_with_its_error(client: Client) -> None:
     record = record_of(response)
     failing = [q for q in record.queries if "no_such_table" in q.sql]
     assert len(failing) == 1
-    assert failing[0].error is not None and "no_such_table" in failing[0].error
+    assert failing[0].error is not None
+    assert "no_such_table" in failing[0].error
 
 
 def test_threshold_setting_raises_the_bar(client: Client, settings: object) -> None:

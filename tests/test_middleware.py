@@ -52,9 +52,9 @@ def test_headers_follow_the_contract(client: Client, settings: Any) -> None:
     assert re.fullmatch(r"\d+\.\d{2}", response["X-QueryLens-Time"])
     assert response["X-QueryLens-Duplicates"] == "3"
     assert response["X-QueryLens-NPlusOne"] == "1"
-    assert re.fullmatch(
-        r'db;dur=\d+\.\d{2};desc="7 queries"', response["Server-Timing"]
-    ), response["Server-Timing"]
+    assert re.fullmatch(r'db;dur=\d+\.\d{2};desc="7 queries"', response["Server-Timing"]), response[
+        "Server-Timing"
+    ]
     assert response["Server-Timing"] == f'db;dur={response["X-QueryLens-Time"]};desc="7 queries"'
 
 
@@ -63,7 +63,8 @@ def test_server_timing_is_appended_to_an_existing_value(client: Client, settings
     response = client.get("/server_timing/")
     first, second = response["Server-Timing"].split(", ")
     assert first == 'app;dur=1.5;desc="view"'
-    assert second.startswith("db;dur=") and second.endswith('desc="1 queries"')
+    assert second.startswith("db;dur=")
+    assert second.endswith('desc="1 queries"')
 
 
 def test_request_ids_are_unique(client: Client, settings: Any) -> None:
@@ -87,7 +88,14 @@ def test_request_ids_are_unique(client: Client, settings: Any) -> None:
     ],
 )
 def test_header_policy(
-    client: Client, settings: Any, staff: User, member: User, policy: str, debug: bool, who: str, shown: bool
+    client: Client,
+    settings: Any,
+    staff: User,
+    member: User,
+    policy: str,
+    debug: bool,
+    who: str,
+    shown: bool,
 ) -> None:
     settings.DEBUG = debug
     settings.QUERYLENS = {"HEADERS": policy}
@@ -162,7 +170,8 @@ async def test_direct_call_with_an_async_view(async_rf: Any, settings: Any) -> N
     assert response["X-QueryLens-Queries"] == str(len(record.queries))
     # A fresh connection may run session set-up (MariaDB's SET ...) first.
     (query,) = [q for q in record.queries if "tests_book" in q.sql]
-    assert query.callsite is not None and query.callsite.function == "_async_view"
+    assert query.callsite is not None
+    assert query.callsite.function == "_async_view"
 
 
 class BrokenStorage(MemoryStorage):
@@ -303,7 +312,12 @@ def test_no_log_line_at_info_level(client: Client, caplog: pytest.LogCaptureFixt
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_in_threads_do_not_mix(settings: Any) -> None:
     settings.QUERYLENS = {"HEADERS": "always"}
-    pages = {"fk_loop": ("7", "1"), "m2m_fixed": ("2", "0"), "no_queries": ("0", "0"), "reverse_fk": ("4", "1")}
+    pages = {
+        "fk_loop": ("7", "1"),
+        "m2m_fixed": ("2", "0"),
+        "no_queries": ("0", "0"),
+        "reverse_fk": ("4", "1"),
+    }
     results: list[tuple[str, str, str]] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(8)
@@ -314,7 +328,9 @@ def test_concurrent_requests_in_threads_do_not_mix(settings: Any) -> None:
             barrier.wait(timeout=10)
             for _ in range(5):
                 response = client.get(f"/{page}/")
-                results.append((page, response["X-QueryLens-Queries"], response["X-QueryLens-NPlusOne"]))
+                results.append(
+                    (page, response["X-QueryLens-Queries"], response["X-QueryLens-NPlusOne"])
+                )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:

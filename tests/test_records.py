@@ -12,11 +12,30 @@ from querylens.records import RequestRecord
 from tests.helpers import record_of
 
 RECORD_KEYS = {
-    "id", "method", "path", "view", "status", "started_at", "duration_ms", "db_time_ms",
-    "query_count", "duplicate_count", "queries", "duplicates", "n_plus_one",
+    "id",
+    "method",
+    "path",
+    "view",
+    "status",
+    "started_at",
+    "duration_ms",
+    "db_time_ms",
+    "query_count",
+    "duplicate_count",
+    "queries",
+    "duplicates",
+    "n_plus_one",
 }
 QUERY_KEYS = {"index", "alias", "sql", "params", "duration_ms", "fingerprint", "callsite"}
-GROUP_KEYS = {"fingerprint", "count", "total_ms", "callsite", "relation", "suggestion", "sample_sql"}
+GROUP_KEYS = {
+    "fingerprint",
+    "count",
+    "total_ms",
+    "callsite",
+    "relation",
+    "suggestion",
+    "sample_sql",
+}
 
 
 @pytest.fixture
@@ -27,10 +46,10 @@ def record(library: object, client: Client, settings: Any) -> RequestRecord:
 
 def test_record_has_the_documented_keys(record: RequestRecord) -> None:
     data = record.to_dict()
-    assert RECORD_KEYS <= set(data)
-    assert QUERY_KEYS <= set(data["queries"][0])
+    assert set(data) >= RECORD_KEYS
+    assert set(data["queries"][0]) >= QUERY_KEYS
     assert set(data["queries"][0]["callsite"]) == {"file", "line", "function"}
-    assert GROUP_KEYS <= set(data["n_plus_one"][0])
+    assert set(data["n_plus_one"][0]) >= GROUP_KEYS
     assert {"fingerprint", "count", "sql"} <= set(data["duplicates"][0])
 
 
@@ -61,7 +80,14 @@ def test_odd_params_become_json_safe(db: None) -> None:
 
     from querylens.analysis import _json_params
 
-    params = [dt.date(2026, 11, 21), decimal.Decimal("1.50"), uuid.UUID(int=1), b"\x00\x01", "x" * 2000, object()]
+    params = [
+        dt.date(2026, 11, 21),
+        decimal.Decimal("1.50"),
+        uuid.UUID(int=1),
+        b"\x00\x01",
+        "x" * 2000,
+        object(),
+    ]
     safe = _json_params(params)
     json.dumps(safe)
     assert safe[:4] == ["2026-11-21", "1.50", "00000000-0000-0000-0000-000000000001", "<2 bytes>"]

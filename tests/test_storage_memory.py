@@ -12,9 +12,16 @@ from querylens.storage import MemoryStorage, get_storage
 
 def make(request_id: str) -> RequestRecord:
     return RequestRecord(
-        id=request_id, method="GET", path="/", view=None, status=200,
-        started_at=dt.datetime.now(dt.timezone.utc), duration_ms=1.0, db_time_ms=0.5,
-        query_count=0, duplicate_count=0,
+        id=request_id,
+        method="GET",
+        path="/",
+        view=None,
+        status=200,
+        started_at=dt.datetime.now(dt.timezone.utc),
+        duration_ms=1.0,
+        db_time_ms=0.5,
+        query_count=0,
+        duplicate_count=0,
     )
 
 

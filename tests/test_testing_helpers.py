@@ -10,9 +10,8 @@ from tests.models import Author, Book
 
 @pytest.mark.usefixtures("library")
 def test_assert_no_n_plus_one_fails_with_the_fix() -> None:
-    with pytest.raises(AssertionError) as info:
-        with assert_no_n_plus_one():
-            [book.author.name for book in Book.objects.all()]
+    with pytest.raises(AssertionError) as info, assert_no_n_plus_one():
+        [book.author.name for book in Book.objects.all()]
     message = str(info.value)
     assert message.startswith("1 N+1 group(s) found:")
     assert "6 x" in message

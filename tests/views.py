@@ -42,7 +42,8 @@ def reverse_fk_fixed(request: HttpRequest) -> HttpResponse:
 
 
 def reverse_fk_prefetch_object(request: HttpRequest) -> HttpResponse:
-    authors = Author.objects.prefetch_related(Prefetch("books", queryset=Book.objects.order_by("title")))
+    by_title = Prefetch("books", queryset=Book.objects.order_by("title"))
+    authors = Author.objects.prefetch_related(by_title)
     return _text([book.title for author in authors for book in author.books.all()])
 
 
@@ -58,7 +59,8 @@ def m2m_fixed(request: HttpRequest) -> HttpResponse:
 def reverse_m2m(request: HttpRequest) -> HttpResponse:
     from tests.models import Tag
 
-    return _text([book.title for tag in Tag.objects.all() for book in tag.books.all()])  # line: reverse_m2m
+    tags = Tag.objects.all()
+    return _text([b.title for tag in tags for b in tag.books.all()])  # line: reverse_m2m
 
 
 def reverse_one_to_one(request: HttpRequest) -> HttpResponse:
@@ -117,7 +119,8 @@ def generic_fk(request: HttpRequest) -> HttpResponse:
 
 
 def generic_relation(request: HttpRequest) -> HttpResponse:
-    return _text([c.text for b in Book.objects.all() for c in b.comments.all()])  # line: generic_rel
+    books = Book.objects.all()
+    return _text([c.text for b in books for c in b.comments.all()])  # line: generic_rel
 
 
 def single_lazy_access(request: HttpRequest) -> HttpResponse:
