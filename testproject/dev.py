@@ -208,8 +208,7 @@ def cmd_bench(args: list[str]) -> None:
     ]
     if not commands:
         fail("no querylens_benchmark management command exists yet")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEMO_SETTINGS)
-    manage("migrate", "--noinput")
+    say("running manage.py querylens_benchmark " + " ".join(args))
     raise SystemExit(manage("querylens_benchmark", *args, check=False))
 
 

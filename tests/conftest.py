@@ -14,6 +14,7 @@ QUERYLENS_REQUIRE_SERVICES=1 nothing is skipped, so a missing server is an error
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -187,10 +188,8 @@ def _empty_querylens_buffer() -> Iterator[None]:
 
     reset_storage()
     yield
-    try:
+    with contextlib.suppress(Exception):
         get_storage().clear()
-    except Exception:
-        pass
     reset_storage()
 
 
