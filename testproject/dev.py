@@ -160,7 +160,7 @@ def cmd_demo(args: list[str]) -> None:
     say("making sure the demo superuser exists")
     manage(
         "shell",
-        "--no-startup",
+        "--no-imports",
         "-c",
         "from django.contrib.auth import get_user_model\n"
         "User = get_user_model()\n"
