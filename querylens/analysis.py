@@ -85,12 +85,12 @@ def n_plus_one_groups(
     raw: Sequence[RawQuery], queries: Sequence[QueryRecord], threshold: int
 ) -> list[NPlusOneGroup]:
     """Queries with the same fingerprint from the same user call stack."""
-    buckets: dict[tuple[str, str, tuple[RawFrame, ...]], list[int]] = {}
+    buckets: dict[tuple[str, str, tuple[tuple[int | str, int], ...]], list[int]] = {}
     for index, query in enumerate(raw):
         if is_transaction_control(query.sql):
             # Savepoints get a new name each time; they are never the user's N+1.
             continue
-        key = (query.alias, queries[index].fingerprint, query.stack)
+        key = (query.alias, queries[index].fingerprint, _stack_key(query.stack))
         buckets.setdefault(key, []).append(index)
     repeated = [indexes for indexes in buckets.values() if len(indexes) >= threshold]
     relations = {_relation_of(raw, indexes)[0] for indexes in repeated} - {None}
@@ -115,6 +115,11 @@ def n_plus_one_groups(
             )
         )
     return groups
+
+
+def _stack_key(stack: tuple[RawFrame, ...]) -> tuple[tuple[int | str, int], ...]:
+    # Code objects hash by content, slowly; their identity is what matters.
+    return tuple((where if isinstance(where, str) else id(where), line) for where, line in stack)
 
 
 def suggestion(sql: str, path: tuple[Segment, ...]) -> str | None:
@@ -182,13 +187,16 @@ def _query_record(index: int, query: RawQuery, record_params: bool) -> QueryReco
     )
 
 
-_callsites: dict[RawFrame, CallSite] = {}
+#: Call sites by ``(id(code) or template name, line)``; code objects stay
+#: alive in ``capture`` so their ids are not reused.
+_callsites: dict[tuple[int | str, int], CallSite] = {}
 
 
 def _callsite(entry: RawFrame) -> CallSite:
-    site = _callsites.get(entry)
+    where, line = entry
+    key = (where if isinstance(where, str) else id(where), line)
+    site = _callsites.get(key)
     if site is None:
-        where, line = entry
         if isinstance(where, CodeType):
             site = CallSite(
                 file=relative_path(where.co_filename), line=line, function=where.co_name
@@ -196,7 +204,7 @@ def _callsite(entry: RawFrame) -> CallSite:
         else:
             site = CallSite(file=where, line=line, function=CallSite.TEMPLATE)
         if len(_callsites) < 50_000:
-            _callsites[entry] = site
+            _callsites[key] = site
     return site
 
 

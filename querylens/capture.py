@@ -93,6 +93,10 @@ class Recorder:
         self.db_time = 0.0
         #: Set for async requests: the task whose coroutines await the ORM.
         self.task: asyncio.Task[Any] | None = None
+        #: The middleware's own frame: the stack walk stops there, because
+        #: what lies beyond (server, test client) is the same for every query
+        #: of the request and never a call site.
+        self.boundary: Any = None
         #: Objects loaded lazily, by id: ``(obj, parent, attribute, kind)``.
         self.parents: dict[int, tuple[Any, Any, str, str]] = {}
         #: Cached result of analysis, filled by whoever finishes first.
@@ -115,7 +119,7 @@ class Recorder:
             self.db_time += duration
             if len(self.queries) >= self.max_queries:
                 return
-        stack = capture_stack(frame, self.stack_depth, self.task)
+        stack = capture_stack(frame, self.stack_depth, self.task, self.boundary)
         query = RawQuery(alias, sql, params, many, start - self.started, duration, error, stack)
         with self._lock:
             self.queries.append(query)
@@ -257,7 +261,18 @@ _TEMPLATE = 2
 #: on behalf of a coroutine that awaits it.
 _BRIDGE = 3
 
-_kinds: dict[CodeType, int] = {}
+#: Kind of each code object seen, by ``id()``. A code object's own hash is
+#: computed from its bytecode and constants on every call, far too slow for
+#: the per-query path; ``_seen`` keeps the objects alive so ids stay unique.
+_kinds: dict[int, int] = {}
+_seen: list[CodeType] = []
+
+
+def _kind(code: CodeType) -> int:
+    kind = _classify(code)
+    _seen.append(code)
+    _kinds[id(code)] = kind
+    return kind
 
 
 def _library_prefixes() -> tuple[str, ...]:
@@ -310,7 +325,10 @@ def _classify(code: CodeType) -> int:
 
 
 def capture_stack(
-    frame: FrameType | None, depth: int, task: asyncio.Task[Any] | None = None
+    frame: FrameType | None,
+    depth: int,
+    task: asyncio.Task[Any] | None = None,
+    boundary: Any = None,
 ) -> tuple[RawFrame, ...]:
     """User and template frames from ``frame`` outwards, innermost first.
 
@@ -320,29 +338,34 @@ def capture_stack(
     thread's frames.
     """
     stack: list[RawFrame] = []
-    kinds = _kinds
-    while frame is not None and len(stack) < depth:
+    get_kind = _kinds.get
+    while frame is not None and frame is not boundary:
         code = frame.f_code
-        kind = kinds.get(code)
+        kind = get_kind(id(code))
         if kind is None:
-            kind = kinds[code] = _classify(code)
-        if kind == _USER:
-            stack.append((code, frame.f_lineno))
-        elif kind == _TEMPLATE:
-            node = frame.f_locals.get("self")
-            token = getattr(node, "token", None)
-            origin = getattr(node, "origin", None)
-            if token is not None and origin is not None:
-                stack.append((str(origin.template_name or origin.name), token.lineno))
-        elif kind == _BRIDGE:
-            local = frame.f_locals
-            stack.extend(_awaiting_frames(local.get("loop"), local.get("task_context"), task))
+            kind = _kind(code)
+        if kind:  # _LIBRARY is 0: the common case costs one test
+            if kind == 1:  # _USER
+                stack.append((code, frame.f_lineno))
+                if len(stack) >= depth:
+                    break
+            elif kind == 2:  # _TEMPLATE
+                node = frame.f_locals.get("self")
+                token = getattr(node, "token", None)
+                origin = getattr(node, "origin", None)
+                if token is not None and origin is not None:
+                    stack.append((str(origin.template_name or origin.name), token.lineno))
+            else:  # _BRIDGE
+                local = frame.f_locals
+                stack.extend(
+                    _awaiting_frames(local.get("loop"), local.get("task_context"), task, boundary)
+                )
         frame = frame.f_back
     return tuple(stack[:depth])
 
 
 def _awaiting_frames(
-    loop: Any, task_context: Any, hint: asyncio.Task[Any] | None
+    loop: Any, task_context: Any, hint: asyncio.Task[Any] | None, boundary: Any = None
 ) -> list[RawFrame]:
     """User frames of the coroutine awaiting the sync call identified by ``task_context``.
 
@@ -361,7 +384,10 @@ def _awaiting_frames(
                 frame.f_code is _SYNC_TO_ASYNC_CALL
                 and frame.f_locals.get("task_context") is task_context
             ):
-                return _user_frames(reversed(frames[:position]))
+                inside = frames[:position]
+                if boundary in inside:
+                    inside = inside[inside.index(boundary) + 1 :]
+                return _user_frames(reversed(inside))
     return []
 
 
@@ -382,9 +408,9 @@ def _user_frames(frames: Iterator[FrameType]) -> list[RawFrame]:
     result: list[RawFrame] = []
     for frame in frames:
         code = frame.f_code
-        kind = _kinds.get(code)
+        kind = _kinds.get(id(code))
         if kind is None:
-            kind = _kinds[code] = _classify(code)
+            kind = _kind(code)
         if kind == _USER:
             result.append((code, frame.f_lineno))
     return result

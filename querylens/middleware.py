@@ -8,6 +8,7 @@ import logging
 import random
 import re
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import Token
@@ -68,6 +69,7 @@ class QueryLensMiddleware:
         if measurement is None:
             return self.get_response(request)
         try:
+            measurement.recorder.boundary = sys._getframe()
             response = self.get_response(request)
         finally:
             self._stop(measurement)
@@ -80,6 +82,7 @@ class QueryLensMiddleware:
             return await self.get_response(request)  # type: ignore[no-any-return,misc]
         try:
             measurement.recorder.task = asyncio.current_task()
+            measurement.recorder.boundary = sys._getframe()
             response = await self.get_response(request)  # type: ignore[misc]
         finally:
             self._stop(measurement)
@@ -110,6 +113,7 @@ class QueryLensMiddleware:
 
     def _stop(self, measurement: _Measurement) -> None:
         if measurement.token is not None:
+            measurement.recorder.boundary = None
             capture.deactivate(measurement.token)
 
     def _needs_user(self) -> bool:
