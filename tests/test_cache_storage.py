@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.checks import run_checks
 from django.test import Client, override_settings
+from django.urls import reverse
 
 import querylens.middleware
 from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
@@ -347,24 +348,28 @@ def test_an_alias_missing_from_caches_is_a_storage_error() -> None:
 def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
     """A loopback port that accepts connections and never answers."""
     listener = socket.create_server(("127.0.0.1", 0))
+    # A blocked accept() outlives close(); a short timeout lets it notice.
+    listener.settimeout(0.05)
     accepted: list[socket.socket] = []
+    done = threading.Event()
 
     def accept() -> None:
-        while True:
+        while not done.is_set():
             try:
                 accepted.append(listener.accept()[0])
-            except OSError:
-                return
+            except TimeoutError:
+                continue
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
         yield listener.getsockname()[1], accepted
     finally:
+        done.set()
+        thread.join(timeout=5)
         listener.close()
         for connection in accepted:
             connection.close()
-        thread.join(timeout=5)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -520,6 +525,20 @@ def test_requests_succeed_and_one_warning_is_logged_when_redis_is_down(
     )
     assert warnings[0].exc_info is not None
     assert warnings[0].exc_info[0] is StorageError
+
+
+@pytest.mark.usefixtures("closed_cache")
+def test_the_admin_pages_say_the_storage_is_unavailable(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.QUERYLENS = {"STORAGE": CACHE_STORAGE, "CACHE_ALIAS": "down"}
+    listing = admin_client.get(reverse("querylens:requests"))
+    assert listing.status_code == 503
+    assert "Storage unavailable" in listing.content.decode()
+    url = reverse("querylens:request", kwargs={"request_id": "request-000001"})
+    exported = admin_client.get(url, {"format": "json"})
+    assert exported.status_code == 503
+    assert "unavailable" in exported.json()["error"]
 
 
 @pytest.mark.redis
