@@ -66,14 +66,23 @@ def ensure_python() -> None:
     # A newer interpreter is often installed next to an old default python3.
     for minor in range(14, MIN_PYTHON[1] - 1, -1):
         candidate = shutil.which(f"python3.{minor}")
-        if candidate:
+        # A pyenv shim exists on PATH even when its version is not active.
+        if candidate and _runs(candidate):
             say(f"Python {found} is too old (need >= {wanted}); using {candidate}")
             os.execv(candidate, [candidate, __file__, *sys.argv[1:]])
     fail(
         f"querylens needs Python >= {wanted}, but this is Python {found} "
-        f"({sys.executable}). Install a newer Python and run: "
-        f"python3.12 {Path(__file__).relative_to(ROOT)} ..."
+        f"({sys.executable}) and no python3.10 to python3.14 is on PATH. Install "
+        f"one and run e.g.: python3.12 {Path(__file__).relative_to(ROOT)} " + " ".join(sys.argv[1:])
     )
+
+
+def _runs(python: str) -> bool:
+    try:
+        subprocess.run([python, "-c", "pass"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
 
 
 def venv_version() -> tuple[int, int] | None:
