@@ -325,14 +325,20 @@ def _record_context(record: RequestRecord) -> dict[str, Any]:
                 "explain_url": explain_url(first) if first else None,
             }
         )
-    duplicates = [
-        {
-            "group": group,
-            "sql": highlight_sql(group.sql),
-            "indexes": ", ".join(f"#{i}" for i in group.query_indexes),
-        }
-        for group in record.duplicates
-    ]
+    duplicates = []
+    for group in record.duplicates:
+        first = by_index.get(group.query_indexes[0]) if group.query_indexes else None
+        duplicates.append(
+            {
+                "group": group,
+                # One line: the groups often share their SQL and differ only
+                # in their parameters, which are what the row must show.
+                "sql": highlight_sql(group.sql, reformat=False),
+                "params": _params_text(first.params) if first else None,
+                "indexes": ", ".join(f"#{i}" for i in group.query_indexes),
+                "n_plus_one": group_of.get(group.query_indexes[0]) if group.query_indexes else None,
+            }
+        )
     queries = [
         {
             "query": query,
