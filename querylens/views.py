@@ -1,0 +1,229 @@
+"""The staff-only admin pages: hotspots, requests, one request, EXPLAIN.
+
+Views stay thin: the numbers come from ``querylens.hotspots`` and the plans
+from ``querylens.explain``. Every page is for active staff users only;
+anonymous visitors go to the admin login, everybody else gets a 403.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from querylens.conf import conf
+from querylens.explain import explain_query
+from querylens.hotspots import (
+    QUERIES_PER_PAGE,
+    build_report,
+    duplicates_within_n_plus_one,
+    filter_records,
+    query_roles,
+    ranking_chart,
+    waterfall,
+)
+from querylens.records import QueryRecord, RequestRecord
+from querylens.storage import get_storage
+
+logger = logging.getLogger("querylens")
+
+REQUESTS_PER_PAGE = 50
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+View = Callable[..., HttpResponse]
+
+
+class StorageUnavailable(Exception):
+    """The storage backend failed; the page says so instead of crashing."""
+
+
+def staff_required(view: View) -> View:
+    """Active staff only: the login page for anonymous users, 403 for the rest."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), _login_url())
+        if not (user.is_active and user.is_staff):
+            raise PermissionDenied
+        try:
+            return view(request, *args, **kwargs)
+        except StorageUnavailable:
+            return _storage_unavailable(request)
+
+    return wrapper
+
+
+@never_cache
+@staff_required
+@require_GET
+def hotspots(request: HttpRequest) -> HttpResponse:
+    report = build_report(_recent())
+    return _render(
+        request,
+        "querylens/hotspots.html",
+        {
+            "title": "N+1 hotspots",
+            "ql_tab": "hotspots",
+            "report": report,
+            "chart": ranking_chart(report.ranking),
+        },
+    )
+
+
+@never_cache
+@staff_required
+@require_GET
+def requests(request: HttpRequest) -> HttpResponse:
+    path = request.GET.get("path", "")[:200]
+    n_plus_one = request.GET.get("n_plus_one") == "1"
+    records = filter_records(_recent(), path=path, n_plus_one=n_plus_one)
+    page = Paginator(records, REQUESTS_PER_PAGE).get_page(request.GET.get("page"))
+    return _render(
+        request,
+        "querylens/requests.html",
+        {
+            "title": "Recorded requests",
+            "ql_tab": "requests",
+            "page": page,
+            "path": path,
+            "n_plus_one": n_plus_one,
+        },
+    )
+
+
+@never_cache
+@staff_required
+@require_GET
+def request_detail(request: HttpRequest, request_id: str) -> HttpResponse:
+    record = _record(request_id)
+    if request.GET.get("format") == "json":
+        return JsonResponse(record.to_dict())
+    roles = query_roles(record)
+    within = duplicates_within_n_plus_one(record)
+    page = Paginator(record.queries, QUERIES_PER_PAGE).get_page(request.GET.get("page"))
+    queries: list[QueryRecord] = list(page.object_list)
+    return _render(
+        request,
+        "querylens/request.html",
+        {
+            "title": f"{record.method} {record.path}",
+            "ql_tab": "requests",
+            "record": record,
+            "page": page,
+            "rows": [{"query": query, "role": roles.get(query.index)} for query in queries],
+            "n_plus_one": [
+                {"number": number, "group": group, **_group_links(group.query_indexes)}
+                for number, group in enumerate(record.n_plus_one, start=1)
+            ],
+            "duplicates": [
+                {
+                    "number": number,
+                    "group": dup,
+                    "within": within.get(number),
+                    **_group_links(dup.query_indexes),
+                }
+                for number, dup in enumerate(record.duplicates, start=1)
+            ],
+            "waterfall": waterfall(record, queries, roles),
+        },
+    )
+
+
+@never_cache
+@staff_required
+@require_POST
+def explain(request: HttpRequest, request_id: str, index: int) -> HttpResponse:
+    record = _record(request_id)
+    query = next((q for q in record.queries if q.index == index), None)
+    if query is None:
+        raise Http404("No such query in this request.")
+    result = explain_query(query)
+    if request.GET.get("format") == "json":
+        return JsonResponse(result.to_dict())
+    return _render(
+        request,
+        "querylens/explain.html",
+        {
+            "title": f"EXPLAIN of query #{query.index}",
+            "ql_tab": "requests",
+            "record": record,
+            "query": query,
+            "result": result,
+            "timeout_ms": conf.EXPLAIN_TIMEOUT_MS,
+            "query_page": query.index // QUERIES_PER_PAGE + 1,
+        },
+    )
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def _recent() -> list[RequestRecord]:
+    try:
+        return get_storage().recent()
+    except Exception as exc:
+        logger.warning("querylens storage unavailable for the admin pages", exc_info=True)
+        raise StorageUnavailable from exc
+
+
+def _record(request_id: str) -> RequestRecord:
+    if not _REQUEST_ID.match(request_id):
+        raise Http404("Malformed request id.")
+    try:
+        record = get_storage().get(request_id)
+    except Exception as exc:
+        logger.warning("querylens storage unavailable for the admin pages", exc_info=True)
+        raise StorageUnavailable from exc
+    if record is None:
+        raise Http404("This request is not in the buffer (any more).")
+    return record
+
+
+def _storage_unavailable(request: HttpRequest) -> HttpResponse:
+    message = "The querylens storage is unavailable; the server log has the details."
+    if request.GET.get("format") == "json":
+        return JsonResponse({"error": message}, status=503)
+    return _render(
+        request,
+        "querylens/unavailable.html",
+        {"title": "Storage unavailable", "message": message},
+        status=503,
+    )
+
+
+def _render(
+    request: HttpRequest, template: str, context: dict[str, Any], *, status: int = 200
+) -> HttpResponse:
+    # The admin's own context (site header, sidebar, theme toggle) so the
+    # pages sit inside the admin like any of its own.
+    base = admin.site.each_context(request)
+    return render(request, template, {**base, **context}, status=status)
+
+
+def _login_url() -> str:
+    try:
+        return reverse("admin:login")
+    except NoReverseMatch:
+        from django.conf import settings
+
+        return str(settings.LOGIN_URL)
+
+
+def _group_links(indexes: list[int]) -> dict[str, Any]:
+    """The first few queries of a group, with the page each one is on."""
+    shown = [{"index": i, "page": i // QUERIES_PER_PAGE + 1} for i in indexes[:8]]
+    return {"links": shown, "more": max(len(indexes) - len(shown), 0)}

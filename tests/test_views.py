@@ -1,0 +1,593 @@
+"""The admin pages through the test client: who may see them and what they show."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.test import Client, override_settings
+from django.urls import path, reverse
+
+from querylens.records import RequestRecord
+from querylens.storage import BaseStorage, StorageError, get_storage
+from querylens.testing import recorded
+from tests.factories import make_library
+from tests.helpers import latest_record, line_of
+from tests.models import Book, Tag
+
+HOTSPOTS = "/admin/querylens/"
+REQUESTS = "/admin/querylens/requests/"
+
+
+def detail_url(request_id: str) -> str:
+    return f"/admin/querylens/requests/{request_id}/"
+
+
+def explain_url(request_id: str, index: int) -> str:
+    return f"/admin/querylens/requests/{request_id}/queries/{index}/explain/"
+
+
+@pytest.fixture(autouse=True)
+def empty_buffer() -> Iterator[None]:
+    get_storage().clear()
+    yield
+    get_storage().clear()
+
+
+@pytest.fixture
+def library(db: None) -> list[Book]:
+    return make_library(authors=3, books_per_author=2)
+
+
+@pytest.fixture
+def staff_client(db: None) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_user("staff", password="x", is_staff=True))
+    return client
+
+
+def visit(url: str) -> RequestRecord:
+    """The stored record of an anonymous visit to one of the test views."""
+    Client().get(url)
+    return latest_record()
+
+
+def store(record: RequestRecord, request_id: str, **changes: Any) -> RequestRecord:
+    record = dataclasses.replace(record, id=request_id, **changes)
+    get_storage().add(record)
+    return record
+
+
+def csrf_token(client: Client, url: str) -> str:
+    html = client.get(url).content.decode()
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+# --- who may see the pages -------------------------------------------------------------
+
+
+def page_requests(record: RequestRecord) -> list[tuple[str, str]]:
+    return [
+        ("get", HOTSPOTS),
+        ("get", REQUESTS),
+        ("get", detail_url(record.id)),
+        ("get", detail_url(record.id) + "?format=json"),
+        ("post", explain_url(record.id, 0)),
+        ("post", explain_url(record.id, 0) + "?format=json"),
+    ]
+
+
+@pytest.mark.django_db
+def test_anonymous_users_are_sent_to_the_admin_login(library: list[Book]) -> None:
+    record = visit("/fk_loop/")
+    for method, url in page_requests(record):
+        response = getattr(Client(), method)(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/admin/login/?next=/admin/querylens/"), url
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "flags",
+    [{"is_staff": False}, {"is_staff": False, "is_superuser": True}],
+)
+def test_logged_in_non_staff_users_get_403_and_no_data(
+    library: list[Book], flags: dict[str, bool]
+) -> None:
+    record = visit("/fk_loop/")
+    client = Client()
+    client.force_login(User.objects.create_user("reader", password="x", **flags))
+    for method, url in page_requests(record):
+        response = getattr(client, method)(url)
+        assert response.status_code == 403, url
+        body = response.content.decode()
+        assert "fk_loop" not in body
+        assert "tests_author" not in body
+
+
+@pytest.mark.django_db
+def test_inactive_staff_gets_no_data(library: list[Book]) -> None:
+    record = visit("/fk_loop/")
+    client = Client()
+    client.force_login(
+        User.objects.create_user("former", password="x", is_staff=True, is_active=False)
+    )
+    for method, url in page_requests(record):
+        response = getattr(client, method)(url)
+        assert response.status_code in (302, 403), url
+        assert "tests_author" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_staff_sees_every_page(library: list[Book], staff_client: Client) -> None:
+    record = visit("/fk_loop/")
+    token = csrf_token(staff_client, detail_url(record.id))
+    for method, url in page_requests(record):
+        data = {"csrfmiddlewaretoken": token} if method == "post" else None
+        response = getattr(staff_client, method)(url, data)
+        assert response.status_code == 200, url
+
+
+@pytest.mark.django_db
+def test_our_own_pages_are_not_recorded(library: list[Book], staff_client: Client) -> None:
+    record = visit("/fk_loop/")
+    for method, url in page_requests(record):
+        response = getattr(staff_client, method)(url)
+        assert "X-QueryLens-Request" not in response
+    assert [r.path for r in get_storage().recent()] == ["/fk_loop/"]
+
+
+# --- the admin index links here -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_admin_index_lists_the_pages_for_staff(staff_client: Client) -> None:
+    html = staff_client.get("/admin/").content.decode()
+    assert re.search(r'<a href="/admin/querylens/hotspotspage/"[^>]*>N\+1 hotspots</a>', html)
+    assert re.search(r'<a href="/admin/querylens/requestspage/"[^>]*>Recorded requests</a>', html)
+    response = staff_client.get("/admin/querylens/hotspotspage/")
+    assert response.status_code == 302
+    assert response["Location"] == HOTSPOTS
+    assert staff_client.get("/admin/querylens/requestspage/")["Location"] == REQUESTS
+
+
+@pytest.mark.django_db
+def test_admin_entries_only_open_pages_no_add_or_change(staff_client: Client) -> None:
+    html = staff_client.get("/admin/").content.decode()
+    assert "/admin/querylens/hotspotspage/add/" not in html
+    assert staff_client.get("/admin/querylens/hotspotspage/add/").status_code == 404
+
+
+#: A project that forgot ``include("querylens.urls")``.
+urlpatterns = [path("admin/", admin.site.urls)]
+
+
+@pytest.mark.django_db
+@override_settings(ROOT_URLCONF=__name__)
+def test_admin_entry_without_our_urls_says_how_to_include_them(staff_client: Client) -> None:
+    response = staff_client.get("/admin/querylens/hotspotspage/")
+    assert response.status_code == 404
+
+
+# --- hotspots ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_hotspots_rank_the_n_plus_ones_with_their_fix(
+    library: list[Book], staff_client: Client
+) -> None:
+    for url in ("/fk_loop/", "/fk_loop/", "/reverse_fk/", "/fk_loop_fixed/", "/duplicates/"):
+        Client().get(url)
+    response = staff_client.get(HOTSPOTS)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<h1>N+1 hotspots</h1>" in html
+    assert "Across the 5 requests in the buffer" in html
+    rows = re.findall(
+        r'<tr id="hotspot-\w+" class="ql-hotspot" data-kind="(\w+)">(.*?)</tr>', html, re.S
+    )
+    assert [kind for kind, _ in rows] == ["n_plus_one", "n_plus_one", "duplicate"]
+    fk_row = next(row for _, row in rows if "tests.Book.author" in row)
+    assert "select_related(&quot;author&quot;)" in fk_row
+    assert f"tests/views.py:{line_of('fk_loop')}" in fk_row
+    assert '<td class="ql-num">12</td>' in fk_row  # 6 lazy loads in each of 2 requests
+    assert "tests.views.fk_loop" in fk_row
+    assert "prefetch_related(&quot;books&quot;)" in html
+    assert f"tests/views.py:{line_of('dup_first')}" in html
+    # The bar picture: one bar per hotspot, N+1s in their colour.
+    start = html.index('<svg class="ql-chart" id="ql-ranking"')
+    chart = html[start : html.index("</svg>", start)]
+    assert chart.count('class="ql-n1"') == 2
+    assert chart.count('class="ql-dup"') == 1
+    assert "1. tests.Book.author" in chart
+
+
+@pytest.mark.django_db
+def test_hotspots_links_open_the_worst_request_at_its_first_query(
+    library: list[Book], staff_client: Client
+) -> None:
+    record = visit("/fk_loop/")
+    html = staff_client.get(HOTSPOTS).content.decode()
+    first = record.n_plus_one[0].query_indexes[0]
+    assert f'href="{detail_url(record.id)}?page=1#q-{first}" class="ql-worst"' in html
+
+
+@pytest.mark.django_db
+def test_empty_buffer_says_so(staff_client: Client) -> None:
+    html = staff_client.get(HOTSPOTS).content.decode()
+    assert "No request has been recorded yet." in html
+    assert "No request has been recorded yet." in staff_client.get(REQUESTS).content.decode()
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_requests_are_listed_newest_first_with_their_numbers(
+    library: list[Book], staff_client: Client
+) -> None:
+    visit("/fk_loop/")
+    clean = visit("/fk_loop_fixed/")
+    html = staff_client.get(REQUESTS).content.decode()
+    rows = re.findall(r"<tr>\s*<td class=\"ql-nowrap\">.*?</tr>", html, re.S)
+    assert len(rows) == 2
+    assert "/fk_loop_fixed/" in rows[0]
+    assert "/fk_loop/" in rows[1]
+    assert f'href="{detail_url(clean.id)}"' in rows[0]
+    assert "tests.views.fk_loop_fixed" in rows[0]
+    assert '<span class="ql-badge ql-n1">1</span>' in rows[1]
+    assert f'<td class="ql-num">{clean.query_count}</td>' in rows[0]
+
+
+@pytest.mark.django_db
+def test_requests_filter_by_path_and_by_n_plus_one(
+    library: list[Book], staff_client: Client
+) -> None:
+    for url in ("/fk_loop/", "/fk_loop_fixed/", "/m2m/", "/m2m_fixed/"):
+        visit(url)
+
+    def paths(query: str) -> list[str]:
+        html = staff_client.get(REQUESTS + query).content.decode()
+        return re.findall(r'<span class="ql-code">(/[^<]*)</span></a>', html)
+
+    assert paths("?path=m2m") == ["/m2m_fixed/", "/m2m/"]
+    assert paths("?n_plus_one=1") == ["/m2m/", "/fk_loop/"]
+    assert paths("?path=FK&n_plus_one=1") == ["/fk_loop/"]
+    assert paths("?path=nothing-like-this") == []
+    html = staff_client.get(REQUESTS + "?path=FK&n_plus_one=1").content.decode()
+    assert 'value="FK"' in html
+    assert "checked" in html
+
+
+@pytest.mark.django_db
+def test_requests_are_paginated(staff_client: Client) -> None:
+    base = visit("/no_queries/")
+    for number in range(60):
+        store(base, f"request-{number:03d}", path=f"/p{number:03d}/")
+    first = staff_client.get(REQUESTS).content.decode()
+    assert first.count('<td class="ql-nowrap">') == 50
+    assert "Page 1 of 2" in first
+    assert "/p059/" in first
+    second = staff_client.get(REQUESTS + "?page=2").content.decode()
+    assert second.count('<td class="ql-nowrap">') == 11
+    assert "/p000/" in second
+    # Nonsense pages fall back to a real page instead of failing.
+    assert staff_client.get(REQUESTS + "?page=abc").status_code == 200
+    assert "Page 2 of 2" in staff_client.get(REQUESTS + "?page=999").content.decode()
+
+
+# --- one request ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_request_page_shows_groups_first_then_every_query(
+    library: list[Book], staff_client: Client
+) -> None:
+    record = visit("/fk_loop/")
+    html = staff_client.get(detail_url(record.id)).content.decode()
+    assert (
+        html.index('id="n-plus-one"') < html.index('id="duplicates"') < html.index('id="timeline"')
+    )
+    assert html.index('id="timeline"') < html.index('id="queries"')
+    group = html[html.index('id="n1-1"') : html.index("</tr>", html.index('id="n1-1"'))]
+    assert "tests.Book.author" in group
+    assert "select_related(&quot;author&quot;)" in group
+    assert f"tests/views.py:{line_of('fk_loop')}" in group
+    assert '<span class="k">SELECT</span>' in group  # highlighted sample SQL
+    assert html.count('class="ql-query ') == len(record.queries)
+    # Every query: SQL highlighted, params, duration, call site, a collapsible stack.
+    query = record.queries[1]
+    block = html[html.index(f'id="q-{query.index}"') :]
+    assert f"{query.duration_ms:.3f} ms" in block[:2000]
+    assert f'Params: <span class="ql-code">[{query.params[0]}]</span>' in block[:4000]
+    assert "<details>" in block[:4000]
+    assert "within N+1 #1" in html  # the duplicates the N+1 explains
+
+
+@pytest.mark.django_db
+def test_request_page_draws_a_waterfall_of_the_queries(
+    library: list[Book], staff_client: Client
+) -> None:
+    record = visit("/fk_loop/")
+    html = staff_client.get(detail_url(record.id)).content.decode()
+    svg = html[
+        html.index('<svg class="ql-chart" id="ql-waterfall"') : html.index(
+            "</svg>", html.index("ql-waterfall")
+        )
+    ]
+    bars = re.findall(r'<a href="#q-(\d+)"><rect class="(ql-\w+)" x="([\d.]+)"', svg)
+    assert [int(index) for index, _, _ in bars] == [q.index for q in record.queries]
+    n1 = set(record.n_plus_one[0].query_indexes)
+    assert {int(i) for i, css, _ in bars if css == "ql-n1"} == n1
+    xs = [float(x) for _, _, x in bars]
+    assert xs == sorted(xs)  # queries start one after another
+
+
+@pytest.mark.django_db
+def test_request_page_has_an_explain_form_per_query(
+    library: list[Book], staff_client: Client
+) -> None:
+    record = visit("/fk_loop/")
+    html = staff_client.get(detail_url(record.id)).content.decode()
+    forms = re.findall(
+        r'<form method="post" action="([^"]+)"><input type="hidden" name="csrfmiddlewaretoken"',
+        html,
+    )
+    assert forms == [explain_url(record.id, q.index) for q in record.queries]
+
+
+@pytest.mark.django_db
+def test_request_json_is_exactly_the_record(library: list[Book], staff_client: Client) -> None:
+    record = visit("/fk_loop/")
+    response = staff_client.get(detail_url(record.id) + "?format=json")
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == record.to_dict()
+    assert RequestRecord.from_dict(response.json()) == record
+
+
+@pytest.mark.django_db
+def test_a_big_request_pages_its_queries(staff_client: Client) -> None:
+    with recorded() as result, connection.cursor() as cursor:
+        for number in range(250):
+            cursor.execute("SELECT %s", [number])  # the same line: one N+1 group
+    record = store(result.record, "big-request-1")
+    page1 = staff_client.get(detail_url(record.id)).content.decode()
+    assert page1.count('class="ql-query ') == 100
+    assert page1.count("<rect class=") == 100
+    assert "Page 1 of 3 (1\N{EN DASH}100 of 250 queries)" in page1
+    # Group links reach queries on later pages.
+    assert 'href="?page=1#q-0"' in page1
+    page3 = staff_client.get(detail_url(record.id) + "?page=3").content.decode()
+    assert page3.count('class="ql-query ') == 50
+    assert 'id="q-249"' in page3
+    assert 'id="q-0"' not in page3
+
+
+@pytest.mark.django_db
+def test_truncated_requests_say_how_many_queries_were_not_kept(
+    library: list[Book], staff_client: Client
+) -> None:
+    with override_settings(QUERYLENS={"MAX_QUERIES_PER_REQUEST": 3}):
+        record = visit("/fk_loop/")
+    html = staff_client.get(detail_url(record.id)).content.decode()
+    assert f"{record.truncated} more queries ran but were not stored" in html
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "request_id", ["no-such-request", "bad$id", "a" * 65, "%3Cscript%3E", "..", "x y"]
+)
+def test_unknown_or_malformed_request_ids_are_404(staff_client: Client, request_id: str) -> None:
+    assert staff_client.get(detail_url(request_id)).status_code == 404
+    assert staff_client.get(detail_url(request_id) + "?format=json").status_code == 404
+    assert staff_client.post(explain_url(request_id, 0)).status_code == 404
+
+
+# --- everything is escaped -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_recorded_script_tags_show_as_text(staff_client: Client) -> None:
+    with recorded() as result, connection.cursor() as cursor:
+        cursor.execute("SELECT '<script>alert(1)</script>' AS x, %s", ["<script>alert(2)</script>"])
+    record = store(
+        result.record, "script-request", path="/<script>alert(3)</script>/", view="<b>v</b>"
+    )
+    get_storage().add(dataclasses.replace(record, id="script-other", path="/x/"))
+    pages = [
+        staff_client.get(HOTSPOTS),
+        staff_client.get(REQUESTS),
+        staff_client.get(detail_url(record.id)),
+        staff_client.post(explain_url(record.id, 0)),
+    ]
+    for response in pages:
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert "<script>alert" not in html
+        assert "<b>v</b>" not in html
+    detail = pages[2].content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in detail
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in detail
+    assert "/&lt;script&gt;alert(3)&lt;/script&gt;/" in detail
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[3].content.decode()
+
+
+# --- EXPLAIN ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_explain_is_post_only(library: list[Book], staff_client: Client) -> None:
+    record = visit("/fk_loop/")
+    response = staff_client.get(explain_url(record.id, 0))
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+
+
+@pytest.mark.django_db
+def test_explain_needs_the_csrf_token(library: list[Book]) -> None:
+    record = visit("/fk_loop/")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(User.objects.create_user("staff", password="x", is_staff=True))
+    refused = client.post(explain_url(record.id, 0))
+    assert refused.status_code == 403
+    assert "CSRF" in refused.content.decode()
+    token = csrf_token(client, detail_url(record.id))
+    response = client.post(explain_url(record.id, 1), {"csrfmiddlewaretoken": token})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<h1>EXPLAIN of query #1</h1>" in html
+    assert "SEARCH tests_author USING INTEGER PRIMARY KEY" in html
+    assert "not analyzed" in html
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("index", ["999", "-1", "abc", "1" * 30])
+def test_unknown_or_malformed_query_indexes_are_404(
+    library: list[Book], staff_client: Client, index: str
+) -> None:
+    record = visit("/fk_loop/")
+    url = f"/admin/querylens/requests/{record.id}/queries/{index}/explain/"
+    assert staff_client.post(url).status_code == 404
+    assert staff_client.post(url + "?format=json").status_code == 404
+
+
+@pytest.mark.django_db
+def test_explain_json_has_the_documented_shape(library: list[Book], staff_client: Client) -> None:
+    record = visit("/fk_loop/")
+    data = staff_client.post(explain_url(record.id, 0) + "?format=json").json()
+    assert {"vendor", "analyzed", "plan_text", "plan", "warnings"} <= set(data)
+    assert data["vendor"] == "sqlite"
+    assert data["analyzed"] is False
+    assert data["plan_text"] == "QUERY PLAN\n`--SCAN tests_book"
+    assert data["plan"]["children"][0]["label"] == "SCAN tests_book"
+    assert data["error"] is None
+
+
+@pytest.mark.django_db
+def test_a_recorded_write_is_not_analyzed_and_the_row_stays(
+    library: list[Book], staff_client: Client
+) -> None:
+    book = library[0]
+
+    def update() -> None:
+        with transaction.atomic():
+            Book.objects.filter(pk=book.pk).update(title="changed")
+            transaction.set_rollback(True)
+
+    with recorded() as result:
+        update()
+    record = store(result.record, "write-request")
+    [update_query] = [q for q in record.queries if q.sql.startswith("UPDATE")]
+    html = staff_client.post(explain_url(record.id, update_query.index)).content.decode()
+    assert "Not analyzed. UPDATE statements are explained without ANALYZE" in html
+    book.refresh_from_db()
+    assert book.title == "Book 0.0"
+
+
+@pytest.mark.django_db
+def test_executemany_is_refused_with_a_message(library: list[Book], staff_client: Client) -> None:
+    record = visit("/executemany/")
+    [query] = [q for q in record.queries if q.many]
+    titles = list(Tag.objects.order_by("pk").values_list("name", flat=True))
+    response = staff_client.post(explain_url(record.id, query.index))
+    assert response.status_code == 200
+    assert "This query is not explained: It ran with executemany()" in response.content.decode()
+    assert list(Tag.objects.order_by("pk").values_list("name", flat=True)) == titles
+
+
+@pytest.mark.django_db
+def test_explain_without_recorded_params_says_so(library: list[Book], staff_client: Client) -> None:
+    with override_settings(QUERYLENS={"RECORD_PARAMS": False}):
+        record = visit("/fk_loop/")
+    assert record.queries[1].params is None
+    html = staff_client.post(explain_url(record.id, 1)).content.decode()
+    assert "parameters were not recorded (QUERYLENS[&#x27;RECORD_PARAMS&#x27;] is off)" in html
+    assert "No parameters recorded." in html
+
+
+@pytest.mark.django_db
+def test_a_failing_explain_is_a_message_not_a_500(staff_client: Client) -> None:
+    with recorded() as result, connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE gone (id integer)")
+        cursor.execute("SELECT id FROM gone WHERE id = %s", [1])
+        cursor.execute("DROP TABLE gone")
+    record = store(result.record, "failing-explain")
+    response = staff_client.post(explain_url(record.id, 1))
+    assert response.status_code == 200
+    assert "EXPLAIN failed: OperationalError: no such table: gone" in response.content.decode()
+
+
+# --- storage down ----------------------------------------------------------------------------
+
+
+class DownStorage(BaseStorage):
+    error: type[Exception] = StorageError
+
+    def add(self, record: RequestRecord) -> None:
+        raise self.error("down")
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        raise self.error("down")
+
+    def recent(self, limit: int | None = None) -> list[RequestRecord]:
+        raise self.error("down")
+
+    def clear(self) -> None:
+        pass
+
+
+class BrokenStorage(DownStorage):
+    error = RuntimeError
+
+
+class UnbuildableStorage(DownStorage):
+    def __init__(self) -> None:
+        raise ConnectionError("cannot connect")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("backend", ["DownStorage", "BrokenStorage", "UnbuildableStorage"])
+def test_storage_down_is_a_503_page_not_a_500(staff_client: Client, backend: str) -> None:
+    with override_settings(QUERYLENS={"STORAGE": f"tests.test_views.{backend}"}):
+        for method, url in page_requests(dataclasses.replace(_placeholder(), id="any-request")):
+            response = getattr(staff_client, method)(url)
+            assert response.status_code == 503, url
+            if "format=json" in url:
+                assert response.json() == {
+                    "error": "The querylens storage is unavailable; the server log has the details."
+                }
+            else:
+                assert "The querylens storage is unavailable" in response.content.decode()
+
+
+def _placeholder() -> RequestRecord:
+    return RequestRecord(
+        id="x",
+        method="GET",
+        path="/",
+        view=None,
+        status=200,
+        started_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        duration_ms=1.0,
+        db_time_ms=0.0,
+        query_count=0,
+        duplicate_count=0,
+    )
+
+
+def test_url_names_in_the_querylens_namespace() -> None:
+    assert reverse("querylens:hotspots") == HOTSPOTS
+    assert reverse("querylens:requests") == REQUESTS
+    assert reverse("querylens:request", kwargs={"request_id": "abc"}) == detail_url("abc")
+    assert reverse("querylens:explain", kwargs={"request_id": "abc", "index": 7}) == explain_url(
+        "abc", 7
+    )
