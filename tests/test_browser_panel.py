@@ -96,7 +96,10 @@ def test_open_panel_shows_the_n_plus_one_and_explains_it(
     warning = nav.locator(".ql-nav-warning")
     # panel.css (linked from the subtitle) colours it before the panel opens.
     assert warning.evaluate("el => getComputedStyle(el).color") == "rgb(255, 138, 101)"
-    assert nav.locator("svg.djdt-nav-icon circle[fill='#e5533d']").count() == 1
+    from debug_toolbar.panels import Panel
+
+    if hasattr(Panel, "nav_icon"):  # sidebar icons came with django-debug-toolbar 8
+        assert nav.locator("svg.djdt-nav-icon circle[fill='#e5533d']").count() == 1
 
     open_panel(page)
     panel = page.locator("#QueryLensPanel")
