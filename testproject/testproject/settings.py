@@ -110,7 +110,7 @@ if HAS_DEBUG_TOOLBAR:
         "debug_toolbar.panels.headers.HeadersPanel",
         "debug_toolbar.panels.request.RequestPanel",
         "debug_toolbar.panels.sql.SQLPanel",
-        # "querylens.panels.QueryLensPanel",
+        "querylens.panels.QueryLensPanel",
         "debug_toolbar.panels.staticfiles.StaticFilesPanel",
         "debug_toolbar.panels.templates.TemplatesPanel",
         "debug_toolbar.panels.alerts.AlertsPanel",
