@@ -12,7 +12,9 @@ import json
 import re
 import threading
 import time
+from bisect import bisect_right
 from collections import Counter, deque
+from itertools import accumulate
 from typing import Any
 
 from django.core.cache import InvalidCacheBackendError, caches
@@ -214,9 +216,12 @@ class CacheStorage(BaseStorage):
                 f"cache {self.alias!r} failed less than {self.retry_after:g} s ago; "
                 f"request {record.id} not stored"
             )
-        data = _fit(record.to_dict(), self.max_record_bytes)
+        if not _REQUEST_ID.fullmatch(record.id):
+            # It becomes part of a cache key; memcached refuses odd characters.
+            raise StorageError(f"request id {record.id!r} is not URL-safe")
+        text = _fitted_json(record.to_dict(), self.max_record_bytes)
         try:
-            self._write(data)
+            self._write(record.id, text)
         except StorageError:
             self._writes_paused_until = time.monotonic() + self.retry_after
             raise
@@ -226,20 +231,18 @@ class CacheStorage(BaseStorage):
                 f"cache {self.alias!r} could not store request {record.id}: {exc}"
             ) from exc
 
-    def _write(self, data: dict[str, Any]) -> None:
+    def _write(self, request_id: str, text: str) -> None:
         cache = self._cache()
-        request_id = str(data["id"])
         try:
-            sequence = cache.incr(self._counter_key)
+            sequence = int(cache.incr(self._counter_key))
         except ValueError:
             # The first write ever (or the counter was evicted): create it.
             # add() is atomic, so of several first writers only one sets it.
             cache.add(self._counter_key, 0, timeout=None)
-            sequence = cache.incr(self._counter_key)
-        if not isinstance(sequence, int) or isinstance(sequence, bool):
-            raise StorageError(f"the counter {self._counter_key!r} is not an integer")
+            sequence = int(cache.incr(self._counter_key))
         previous = _parse_owner(cache.get(self._owner_key(sequence)))
-        payload = json.dumps({"seq": sequence, "record": data}, separators=_JSON_SEPARATORS)
+        # The record's JSON, made once, wrapped by hand: {"seq": n, "record": ...}.
+        payload = f'{{"seq":{sequence},"record":{text}}}'
         failed = cache.set_many(
             {
                 self._slot_key(sequence): payload,
@@ -340,8 +343,6 @@ class CacheStorage(BaseStorage):
 
 
 def _parse_owner(value: Any) -> tuple[int, str] | None:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
     if not isinstance(value, str):
         return None
     sequence, _, request_id = value.partition(" ")
@@ -355,8 +356,6 @@ def _decode(value: Any, sequence: int) -> RequestRecord | None:
     if value is None:
         return None
     try:
-        if isinstance(value, bytes):
-            value = value.decode("utf-8")
         data = json.loads(value)
         if data["seq"] != sequence:
             return None
@@ -367,20 +366,25 @@ def _decode(value: Any, sequence: int) -> RequestRecord | None:
         return None
 
 
-def _size(data: dict[str, Any]) -> int:
+def _json(data: Any) -> str:
     # ensure_ascii (the default) makes characters and bytes the same count.
-    return len(json.dumps(data, separators=_JSON_SEPARATORS))
+    return json.dumps(data, separators=_JSON_SEPARATORS)
 
 
-def _fit(data: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """``data`` (a record's dict), trimmed to at most ``max_bytes`` of JSON.
+def _size(data: Any) -> int:
+    return len(_json(data))
+
+
+def _fitted_json(data: dict[str, Any], max_bytes: int) -> str:
+    """The JSON of ``data`` (a record's dict), trimmed to at most ``max_bytes``.
 
     Trailing queries go first, counted in ``truncated`` as if
     ``MAX_QUERIES_PER_REQUEST`` had stopped them; group SQL is shortened only
     when no query is left. Raises ``StorageError`` when even that is too big.
     """
-    if _size(data) <= max_bytes:
-        return data
+    text = _json(data)
+    if len(text) <= max_bytes:
+        return text
     queries = data["queries"]
     # Measured once, not per attempt: the JSON of the record without queries
     # (with "truncated" at its largest), then what each kept query adds: its
@@ -388,25 +392,24 @@ def _fit(data: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     groups = (*data["duplicates"], *data["n_plus_one"])
     mentions = Counter(i for group in groups for i in group.get("query_indexes", []))
     room = max_bytes - _size(_without_queries_after(data, 0))
-    keep = 0
-    for index, query in enumerate(queries):
-        room -= _size(query) + (1 if index else 0)
-        room -= mentions[index] * (len(str(index)) + 1)
-        if room < 0:
-            break
-        keep += 1
+    needed = accumulate(
+        _size(query) + (1 if index else 0) + mentions[index] * (len(str(index)) + 1)
+        for index, query in enumerate(queries)
+    )
+    keep = bisect_right(list(needed), room)
     trimmed = _without_queries_after(data, keep)
     if keep == 0 and _size(trimmed) > max_bytes:
         for group in (*trimmed["duplicates"], *trimmed["n_plus_one"]):
             for key in ("sql", "sample_sql"):
                 if isinstance(group.get(key), str) and len(group[key]) > _GROUP_SQL_CHARS:
                     group[key] = group[key][:_GROUP_SQL_CHARS] + " ..."
-    if _size(trimmed) > max_bytes:
+    text = _json(trimmed)
+    if len(text) > max_bytes:
         raise StorageError(
             f"request {data['id']} does not fit in {max_bytes} bytes "
             f"with {keep} of its {len(queries)} queries"
         )
-    return trimmed
+    return text
 
 
 def _without_queries_after(data: dict[str, Any], keep: int) -> dict[str, Any]:
