@@ -210,9 +210,10 @@ def check_storage_backend(**kwargs: Any) -> list[checks.CheckMessage]:
     user = getattr(settings, "QUERYLENS", {})
     if not isinstance(user, dict):
         return []  # E001
+    path = user.get("STORAGE", DEFAULTS["STORAGE"])
     try:
-        backend = import_string(user.get("STORAGE", DEFAULTS["STORAGE"]))
-    except (ImportError, TypeError):
+        backend = import_string(path) if isinstance(path, str) else None
+    except ImportError:
         return []  # E011
     if not isinstance(backend, type):
         return []  # E011
