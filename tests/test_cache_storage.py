@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.checks import run_checks
 from django.test import Client, override_settings
 from django.urls import reverse
@@ -289,6 +290,7 @@ def test_bytes_the_cache_cannot_unpickle_are_skipped(storage: CacheStorage, pref
     client = caches["redis"]._cache.get_client(write=True)  # type: ignore[attr-defined]
     client.set(caches["redis"].make_key(f"{prefix}:slot:2"), b"\x80\x05garbage")
     client.set(caches["redis"].make_key(f"{prefix}:id:request-000001"), b"\x80\x05garbage")
+    caches["redis"].incr(f"{prefix}:n")  # a fourth write, not stored yet
     assert ids(storage.recent()) == ["request-000003", "request-000001"]
     assert storage.get("request-000001") is None
     assert storage.get("request-000003") == make_record(3)
@@ -314,6 +316,14 @@ def test_a_garbage_counter_is_a_storage_error(storage: CacheStorage, prefix: str
         storage.recent()
     with pytest.raises(StorageError):
         storage.add(make_record(2))
+
+
+def test_a_record_whose_id_cannot_be_a_key_is_refused(local_store: CacheStorage) -> None:
+    record = make_record(1)
+    record.id = "has a space"
+    with pytest.raises(StorageError, match="not URL-safe"):
+        local_store.add(record)
+    assert local_store.recent() == []
 
 
 @pytest.mark.redis
@@ -342,6 +352,58 @@ def test_an_alias_missing_from_caches_is_a_storage_error() -> None:
     store = CacheStorage(alias="nowhere")
     with pytest.raises(StorageError, match="no alias 'nowhere'"):
         store.recent()
+    with pytest.raises(StorageError, match="no alias 'nowhere'"):
+        store.add(make_record(1))
+
+
+class RefusingCache(LocMemCache):
+    """Like memcached when a value is too large: set_many names the keys it refused."""
+
+    def set_many(self, data: dict[str, Any], timeout: Any = None, version: Any = None) -> list[str]:
+        return list(data)
+
+
+class HalfBrokenCache(LocMemCache):
+    """A batch read fails on a bad value, then the connection drops."""
+
+    def get_many(self, keys: Any, version: Any = None) -> dict[str, Any]:
+        raise ValueError("unreadable value")
+
+    def get(self, key: str, default: Any = None, version: Any = None) -> Any:
+        if key.endswith(":n"):
+            return super().get(key, default, version)
+        raise ConnectionResetError("connection reset by peer")
+
+    def delete_many(self, keys: Any, version: Any = None) -> None:
+        raise ConnectionResetError("connection reset by peer")
+
+
+@pytest.fixture
+def odd_caches() -> Iterator[None]:
+    odd = {
+        "refusing": {"BACKEND": f"{__name__}.RefusingCache", "LOCATION": "refusing"},
+        "half-broken": {"BACKEND": f"{__name__}.HalfBrokenCache", "LOCATION": "half-broken"},
+    }
+    with override_settings(CACHES={**settings.CACHES, **odd}):
+        yield
+
+
+@pytest.mark.usefixtures("odd_caches")
+def test_a_refused_write_is_a_storage_error() -> None:
+    store = CacheStorage(alias="refusing", prefix="qltest")
+    with pytest.raises(StorageError, match=r"the cache refused qltest:slot:1, qltest:owner:1"):
+        store.add(make_record(1))
+    assert store.recent() == []
+
+
+@pytest.mark.usefixtures("odd_caches")
+def test_a_connection_lost_while_reading_is_a_storage_error() -> None:
+    store = CacheStorage(alias="half-broken", prefix="qltest")
+    caches["half-broken"].set("qltest:n", 3)
+    with pytest.raises(StorageError, match="unavailable: connection reset"):
+        store.recent()
+    with pytest.raises(StorageError, match="could not be cleared: connection reset"):
+        CacheStorage(alias="half-broken", prefix="qltest", size=0).clear()
 
 
 @pytest.fixture
@@ -640,3 +702,24 @@ def test_cache_storage_with_several_workers_is_no_w003(
     monkeypatch.setenv("WEB_CONCURRENCY", "4")
     settings.QUERYLENS = {"STORAGE": CACHE_STORAGE}
     assert check_ids() == []
+
+
+@pytest.mark.parametrize(
+    "querylens",
+    [
+        ["not", "a", "dict"],
+        {"STORAGE": "querylens.storage.NoSuchStorage"},
+        {"STORAGE": 42},
+        {"STORAGE": "querylens.conf.conf"},
+    ],
+    ids=["not a dict", "unimportable", "not a string", "not a class"],
+)
+def test_a_broken_setting_is_left_to_its_own_check(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, querylens: Any
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    settings.QUERYLENS = querylens
+    found = check_ids()
+    assert "querylens.E017" not in found
+    assert "querylens.W003" not in found
+    assert {"querylens.E001", "querylens.E011"} & set(found)
