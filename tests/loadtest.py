@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -55,6 +56,9 @@ class Run:
     p90_ms: float
     p99_ms: float
     errors: int
+    #: CPU time (user + system) the workers spent per request: unlike the
+    #: rate, it hardly moves when other programs compete for the CPU.
+    cpu_ms_per_request: float
 
 
 def _ms(text: str) -> float:
@@ -62,7 +66,22 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS_MS[unit]
 
 
-def parse_wrk(output: str, mode: str, round_: int) -> Run:
+def workers_cpu_seconds(master: int) -> float:
+    """CPU seconds used so far by the worker processes of gunicorn ``master`` (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command may hold spaces; the fields after ")" do not.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[1]) == master:  # ppid
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def parse_wrk(output: str, mode: str, round_: int, cpu_seconds: float) -> Run:
     """The figures of one ``wrk --latency`` report."""
     percentiles = dict(re.findall(r"^\s+(50|90|99)%\s+([\d.]+(?:us|ms|s))\s*$", output, re.M))
     requests = re.search(r"^\s*(\d+) requests in", output, re.M)
@@ -84,6 +103,7 @@ def parse_wrk(output: str, mode: str, round_: int) -> Run:
         p90_ms=_ms(percentiles["90"]),
         p99_ms=_ms(percentiles["99"]),
         errors=errors,
+        cpu_ms_per_request=cpu_seconds * 1000 / max(int(requests.group(1)), 1),
     )
 
 
@@ -157,13 +177,17 @@ def main(argv: list[str]) -> int:
                 # Rotate the order so that no mode always goes first.
                 shift = round_ % len(modes)
                 for mode in modes[shift:] + modes[:shift]:
-                    run = parse_wrk(
-                        wrk(servers[mode].port, options.duration, options.connections), mode, round_
-                    )
+                    server = servers[mode]
+                    assert server.process is not None
+                    cpu_before = workers_cpu_seconds(server.process.pid)
+                    output = wrk(server.port, options.duration, options.connections)
+                    cpu = workers_cpu_seconds(server.process.pid) - cpu_before
+                    run = parse_wrk(output, mode, round_, cpu)
                     runs.append(run)
                     print(
                         f"round {round_ + 1} {mode:>8}: {run.requests_per_second:8.1f} req/s  "
-                        f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms  errors {run.errors}",
+                        f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms  "
+                        f"CPU {run.cpu_ms_per_request:5.2f} ms/request  errors {run.errors}",
                         flush=True,
                     )
         finally:
@@ -175,18 +199,20 @@ def main(argv: list[str]) -> int:
         f"\nmedians of {options.runs} runs of {options.duration} s, {options.connections} connections, "
         "gunicorn 4 sync workers:"
     )
-    baseline = (
-        statistics.median(r.requests_per_second for r in runs if r.mode == "off")
-        if "off" in modes
-        else None
-    )
+
+    def median(mode: str, field: str) -> float:
+        return statistics.median(getattr(r, field) for r in runs if r.mode == mode)
+
     for mode in modes:
-        mine = [r for r in runs if r.mode == mode]
-        rate = statistics.median(r.requests_per_second for r in mine)
-        relative = f"  ({rate / baseline - 1:+.0%} vs off)" if baseline and mode != "off" else ""
+        versus = ""
+        if "off" in modes and mode != "off":
+            rate = median(mode, "requests_per_second") / median("off", "requests_per_second") - 1
+            cpu = median(mode, "cpu_ms_per_request") - median("off", "cpu_ms_per_request")
+            versus = f"  vs off: {rate:+.0%} req/s, {cpu:+.2f} ms CPU/request"
         print(
-            f"{mode:>8}: {rate:8.1f} req/s{relative:16}  p50 {statistics.median(r.p50_ms for r in mine):6.2f} ms"
-            f"  p99 {statistics.median(r.p99_ms for r in mine):7.2f} ms  errors {sum(r.errors for r in mine)}"
+            f"{mode:>8}: {median(mode, 'requests_per_second'):8.1f} req/s  "
+            f"p50 {median(mode, 'p50_ms'):6.2f} ms  p99 {median(mode, 'p99_ms'):7.2f} ms  "
+            f"CPU {median(mode, 'cpu_ms_per_request'):5.2f} ms/request{versus}"
         )
     if options.json:
         options.json.write_text(json.dumps([asdict(run) for run in runs], indent=2) + "\n")
