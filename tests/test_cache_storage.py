@@ -223,15 +223,17 @@ def test_concurrent_writers_each_land_exactly_once(prefix: str) -> None:
 
 
 @pytest.mark.redis
-def test_concurrent_writers_beyond_capacity_leave_the_newest_laps(prefix: str) -> None:
+def test_concurrent_writers_beyond_capacity_leave_the_newest_lap(prefix: str) -> None:
     store = CacheStorage(size=20, alias="redis", prefix=prefix, timeout=300)
     try:
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(store.add, [make_record(n) for n in range(100)]))
-        stored = ids(store.recent())
-        assert len(stored) == len(set(stored)) == 20
-        # Four writers, twenty slots: no write can lag a whole lap behind.
-        assert set(stored) <= {f"request-{n:06d}" for n in range(100 - 20 - 4, 100)}
+            list(pool.map(store.add, [make_record(n) for n in range(100)]))  # five laps
+            stored = ids(store.recent())
+            assert len(stored) == len(set(stored)) == 20
+            # One more lap, after the others finished: it replaces them all.
+            list(pool.map(store.add, [make_record(n) for n in range(100, 120)]))
+        assert sorted(ids(store.recent())) == [f"request-{n:06d}" for n in range(100, 120)]
+        assert store.get("request-000099") is None
     finally:
         caches["redis"].delete_many(redis_keys(prefix))
 
