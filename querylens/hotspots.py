@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from querylens.fingerprint import is_transaction_control
 from querylens.records import CallSite, QueryRecord, RequestRecord
 
 HotspotKind = Literal["n_plus_one", "duplicate"]
@@ -170,7 +171,8 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
 
     A duplicate group whose queries all belong to N+1 groups of the same
     request is left out: fixing the N+1 removes it, and counting it twice
-    would inflate the ranking.
+    would inflate the ranking. Repeated transaction statements (``BEGIN``,
+    ``COMMIT``) are left out too.
     """
     n_plus_one: dict[tuple[str, CallSite | None], Hotspot] = {}
     duplicates: dict[tuple[str, CallSite | None], Hotspot] = {}
@@ -200,6 +202,9 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
             )
         for dup in record.duplicates:
             if dup.query_indexes and in_n_plus_one.issuperset(dup.query_indexes):
+                continue
+            if is_transaction_control(dup.sql):
+                # Two BEGINs in a request are bookkeeping, not a query to cache.
                 continue
             members = [by_index[i] for i in dup.query_indexes if i in by_index]
             callsite = members[0].callsite if members else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -170,6 +171,13 @@ def test_duplicates_inside_an_n_plus_one_are_not_counted_twice() -> None:
     assert report.duplicates == []
     assert [spot.kind for spot in report.ranking] == ["n_plus_one"]
     assert duplicates_within_n_plus_one(record) == {1: 1}
+
+
+def test_repeated_transaction_statements_are_not_hotspots() -> None:
+    begins = [dataclasses.replace(q(i, 1.0), sql="BEGIN") for i in range(2)]
+    dup = DuplicateGroup(fingerprint="fp-begin", count=2, sql="BEGIN", query_indexes=[0, 1])
+    report = build_report([rec("r1-aaaaaa", 0, queries=begins, duplicates=[dup])])
+    assert report.duplicates == []
 
 
 def test_ranking_mixes_kinds_and_chart_bars_follow_it() -> None:
