@@ -40,6 +40,13 @@ from querylens.records import QueryRecord
 
 logger = logging.getLogger("querylens")
 
+_VENDOR_NAMES = {
+    "postgresql": "PostgreSQL",
+    "mariadb": "MariaDB",
+    "mysql": "MySQL",
+    "sqlite": "SQLite",
+    "oracle": "Oracle",
+}
 #: A sequential / full scan reading at least this many rows is worth a warning.
 LARGE_SCAN_ROWS = 10_000
 #: Estimated and actual rows differing by this factor or more get a warning.
@@ -270,6 +277,15 @@ class ExplainResult:
     alias: str = ""
 
     @property
+    def vendor_name(self) -> str:
+        return _VENDOR_NAMES.get(self.vendor, self.vendor)
+
+    @property
+    def has_estimates(self) -> bool:
+        """Whether any step carries the planner's row estimate (SQLite's never do)."""
+        return any(node.estimated_rows is not None for _, node in self.rows)
+
+    @property
     def rows(self) -> list[tuple[int, PlanNode]]:
         """The plan flattened for a table, with each node's depth."""
         return list(self.plan.walk()) if self.plan else []
@@ -289,7 +305,11 @@ class ExplainResult:
 
 
 def find_warnings(root: PlanNode, *, analyzed: bool) -> list[str]:
-    """Mark the slowest step; flag big full scans and row estimates off by 10x."""
+    """Mark the slowest step; flag big full scans and row estimates off by 10x.
+
+    A row estimate is flagged where the error starts: the deepest step that
+    is off, not every step above it that inherits the error.
+    """
     nodes = [node for _, node in root.walk()]
     warnings: list[str] = []
     timed = [node for node in nodes if node.self_ms is not None]
@@ -311,18 +331,33 @@ def find_warnings(root: PlanNode, *, analyzed: bool) -> list[str]:
                 f"Full scan of {node.relation or 'a table'} {verb} {node.rows_read:,.0f} rows: "
                 "an index on the filtered or joined columns may help."
             )
-        if analyzed and node.estimated_rows is not None and node.actual_rows is not None:
-            estimated = max(node.estimated_rows, 1.0)
-            actual = max(node.actual_rows, 1.0)
-            factor = max(estimated / actual, actual / estimated)
-            if factor >= ESTIMATE_FACTOR:
-                node.warnings.append(f"Row estimate off by {factor:,.0f}x.")
-                warnings.append(
-                    f"Row estimate off by {factor:,.0f}x at {node.label}: planned "
-                    f"{node.estimated_rows:,.0f} rows, got {node.actual_rows:,.0f}; "
-                    "fresher statistics (ANALYZE the table) may give a better plan."
-                )
+        factor = _estimate_factor(node) if analyzed else None
+        # A step fed by a misjudged step inherits its error; only the step
+        # where the error starts is worth a warning.
+        if factor is not None and not any(
+            _estimate_factor(below) is not None for _, below in node.walk() if below is not node
+        ):
+            node.warnings.append(f"Row estimate off by {factor:,.0f}x.")
+            cause = (
+                f"stale or missing statistics? Run ANALYZE on {node.relation}."
+                if node.relation
+                else "the planner misjudged this step (stale statistics or correlated columns)."
+            )
+            warnings.append(
+                f"Row estimate off by {factor:,.0f}x at {node.label}: planned "
+                f"{node.estimated_rows:,.0f} rows, got {node.actual_rows:,.0f}; {cause}"
+            )
     return warnings
+
+
+def _estimate_factor(node: PlanNode) -> float | None:
+    """How far the planner's row estimate was off, when by ``ESTIMATE_FACTOR`` or more."""
+    if node.estimated_rows is None or node.actual_rows is None:
+        return None
+    estimated = max(node.estimated_rows, 1.0)
+    actual = max(node.actual_rows, 1.0)
+    factor = max(estimated / actual, actual / estimated)
+    return factor if factor >= ESTIMATE_FACTOR else None
 
 
 # --- PostgreSQL ----------------------------------------------------------------
