@@ -95,7 +95,7 @@ def test_staff_finds_the_n_plus_one_and_explains_its_query(
     page.locator(".ql-query.ql-n1").first.get_by_role("button", name="EXPLAIN").click()
     page.wait_for_selector("#ql-explain-meta")
     meta = page.locator("#ql-explain-meta").inner_text()
-    assert "sqlite" in meta
+    assert "SQLite" in meta
     assert "not analyzed" in meta
     assert "SEARCH tests_author USING INTEGER PRIMARY KEY" in page.locator("#ql-plan").inner_text()
     shot(page, artifacts_dir, "explain-sqlite")
@@ -167,7 +167,8 @@ def test_explain_analyze_on_postgres_shows_the_tree(
     try:
         make_library(authors=3, books_per_author=2, using="postgres")
         with recorded() as result:
-            for book in Book.objects.using("postgres").order_by("pk"):
+            books = Book.objects.using("postgres").select_related("publisher").order_by("title")
+            for book in books:
                 book.author.name  # noqa: B018 - the lazy load is the point
     finally:
         # With Playwright's greenlets around, the test database teardown does
@@ -178,13 +179,18 @@ def test_explain_analyze_on_postgres_shows_the_tree(
     base = live_server.url
     page.set_viewport_size({"width": 1400, "height": 900})
     log_in(page, base, f"/admin/querylens/requests/{record.id}/")
-    page.locator("#q-1").get_by_role("button", name="EXPLAIN").click()
+    assert "tests.Book.author" in page.locator("#n1-1").inner_text()
+    # The list query: a join and a sort, a tree worth reading.
+    page.locator("#q-0").get_by_role("button", name="EXPLAIN").click()
     page.wait_for_selector("#ql-plan")
     meta = page.locator("#ql-explain-meta").inner_text()
-    assert "postgresql" in meta
+    assert "PostgreSQL" in meta
     assert "ANALYZE" in meta
     assert "read-only" in meta
     plan = page.locator("#ql-plan").inner_text()
-    assert "tests_author" in plan
+    assert "Sort" in plan
+    assert "Join" in plan or "Nested Loop" in plan
+    assert "tests_publisher" in plan
+    assert page.locator("#ql-plan tr.ql-slowest").count() == 1
     assert "Execution Time" in (page.locator("#ql-plan-text").text_content() or "")
     shot(page, artifacts_dir, "explain-postgres")
