@@ -5,7 +5,7 @@
     python3 testproject/dev.py test [PYTEST ARGS] # whole suite + branch coverage
     python3 testproject/dev.py bench [ARGS]       # manage.py querylens_benchmark
     python3 testproject/dev.py docs               # Sphinx, warnings are errors
-    python3 testproject/dev.py lint               # ruff check
+    python3 testproject/dev.py lint               # ruff check, mypy
 
 Every command first makes sure `.venv/` at the repository root exists and holds
 querylens (editable, with the toolbar extra) and the dependency groups the
@@ -229,7 +229,12 @@ def cmd_docs(args: list[str]) -> None:
 
 
 def cmd_lint(args: list[str]) -> None:
-    run(VENV_PYTHON, "-m", "ruff", "check", *(args or ["."]))
+    say("ruff check")
+    ruff = run(VENV_PYTHON, "-m", "ruff", "check", *(args or ["."]), check=False)
+    # Both run even when ruff fails, so one pass shows every problem.
+    say("mypy (strict on the querylens package)")
+    mypy = run(VENV_PYTHON, "-m", "mypy", check=False)
+    raise SystemExit(ruff or mypy)
 
 
 COMMANDS = {
