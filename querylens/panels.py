@@ -374,10 +374,9 @@ def _where(site: CallSite | None) -> dict[str, Any] | None:
 def _params_text(params: Any) -> str | None:
     if params is None or params == [] or params == {}:
         return None
-    try:
-        return json.dumps(params, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return repr(params)
+    # Recorded params are JSON already (analysis made them so); str() is for
+    # a record read from an older or foreign store.
+    return json.dumps(params, ensure_ascii=False, default=str)
 
 
 def _ms(value: float) -> str:

@@ -76,7 +76,7 @@ def as_page(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def toolbar_urlconf() -> types.ModuleType:
+def toolbar_urlconf(with_querylens: bool = True) -> types.ModuleType:
     """The test views as HTML pages, querylens's and the toolbar's URLs.
 
     The toolbar caches its URL patterns (panel URLs included) the first time
@@ -90,7 +90,7 @@ def toolbar_urlconf() -> types.ModuleType:
     DebugToolbar._urlpatterns = None
     module = types.ModuleType("tests_panel_urls")
     module.urlpatterns = [  # type: ignore[attr-defined]
-        *urls.urlpatterns[:2],  # querylens's admin pages and the admin
+        *urls.urlpatterns[0 if with_querylens else 1 : 2],  # querylens's pages, the admin
         *[path(f"{name}/", as_page(getattr(views, name)), name=name) for name in urls._names],
         path("__debug__/", include((DebugToolbar.get_urls(), "djdt"))),
     ]
@@ -103,6 +103,7 @@ def enable_toolbar(
     order: str = "querylens_outside",
     store: str = "debug_toolbar.store.MemoryStore",
     panels: list[str] | None = None,
+    with_querylens_urls: bool = True,
     **config: Any,
 ) -> None:
     """Turn the toolbar on for this test, with the querylens panel."""
@@ -125,7 +126,7 @@ def enable_toolbar(
     settings.DEBUG_TOOLBAR_PANELS = panels
     settings.MIDDLEWARE = ORDERS[order]
     monkeypatch.setattr(DebugToolbar, "_urlpatterns", None)
-    module = toolbar_urlconf()
+    module = toolbar_urlconf(with_querylens_urls)
     monkeypatch.setitem(sys.modules, module.__name__, module)
     settings.ROOT_URLCONF = module.__name__
     # Cached for the process by the toolbar; another test may have resolved
@@ -604,3 +605,104 @@ def test_analysis_error_leaves_the_page_alone(
     assert sidebar_subtitle(response.content.decode()) == "error"
     assert "failed to analyse" in text(panel_content(client, response))
     assert any("analysis bug" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_querylens_pages_are_shown_but_not_stored(
+    client: Client, db: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enable_toolbar(settings, monkeypatch, "panel_only")
+    client.force_login(User.objects.create(username="staff", is_staff=True))
+    response = client.get(reverse("querylens:requests"))
+    assert response.status_code == 200
+    assert panel_stats(response)["record"]["path"] == reverse("querylens:requests")
+    assert get_storage().recent() == []
+
+
+def test_excluded_path_is_not_recorded(
+    client: Client, library: list[Book], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enable_toolbar(settings, monkeypatch, "panel_only")
+    settings.QUERYLENS = {"EXCLUDE_PATHS": [r"^/fk_"]}
+    response = client.get("/fk_loop/")
+    assert sidebar_subtitle(response.content.decode()) == "off"
+    assert "EXCLUDE_PATHS" in text(panel_content(client, response))
+    assert get_storage().recent() == []
+
+
+def test_without_querylens_urls_there_is_no_link_or_explain(
+    client: Client, library: list[Book], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enable_toolbar(settings, monkeypatch, "panel_only", with_querylens_urls=False)
+    response = client.get("/fk_loop/")
+    content = panel_content(client, response)
+    assert get_storage().recent()  # stored, but nowhere to show it
+    assert 'select_related("author")' in text(content)
+    assert "ql-explain-button" not in content
+    assert "ql-detail" not in content
+
+
+class BrokenStorage:
+    def add(self, record: Any) -> None:
+        raise OSError("storage down")
+
+    def get(self, request_id: str) -> Any:
+        raise OSError("storage down")
+
+
+def test_storage_outage_leaves_page_and_panel_working(
+    client: Client,
+    library: list[Book],
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    enable_toolbar(settings, monkeypatch, "panel_only")
+    settings.QUERYLENS = {"STORAGE": "tests.test_panel.BrokenStorage"}
+    response = client.get("/fk_loop/")
+    assert response.status_code == 200
+    assert "1 N+1" in sidebar_subtitle(response.content.decode())
+    content = panel_content(client, response)
+    assert "not in querylens's buffer" in text(content)
+    messages = [r.getMessage() for r in caplog.records if r.name == "querylens"]
+    assert any("could not store" in m for m in messages)
+    assert any("could not read storage" in m for m in messages)
+
+
+def test_recording_that_cannot_start_leaves_the_page_alone(
+    client: Client,
+    library: list[Book],
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from querylens import capture
+
+    def broken(**kwargs: Any) -> Any:
+        raise RuntimeError("recorder bug")
+
+    enable_toolbar(settings, monkeypatch, "panel_only")
+    monkeypatch.setattr(capture, "recording", broken)
+    response = client.get("/fk_loop/")
+    assert response.status_code == 200
+    assert sidebar_subtitle(response.content.decode()) == "off"
+    assert "could not start recording" in text(panel_content(client, response))
+    assert any("recorder bug" in (r.exc_text or "") for r in caplog.records)
+
+
+def csp_nonce_middleware(get_response: Callable[..., Any]) -> Callable[..., Any]:
+    """Stands in for django-csp, which puts the nonce on the request."""
+
+    def middleware(request: HttpRequest) -> Any:
+        request.csp_nonce = "n0nce"  # type: ignore[attr-defined]
+        return get_response(request)
+
+    return middleware
+
+
+def test_stylesheet_carries_the_csp_nonce(
+    client: Client, library: list[Book], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enable_toolbar(settings, monkeypatch, "panel_only")
+    settings.MIDDLEWARE = ["tests.test_panel.csp_nonce_middleware", *settings.MIDDLEWARE]
+    html = client.get("/fk_loop/").content.decode()
+    assert re.search(r'<link rel="stylesheet" href="[^"]*panel\.css" nonce="n0nce">', html)
