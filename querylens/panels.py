@@ -326,17 +326,18 @@ def _record_context(record: RequestRecord) -> dict[str, Any]:
             }
         )
     duplicates = []
-    for group in record.duplicates:
-        first = by_index.get(group.query_indexes[0]) if group.query_indexes else None
+    for duplicate in record.duplicates:
+        indexes = duplicate.query_indexes
+        repeated = by_index.get(indexes[0]) if indexes else None
         duplicates.append(
             {
-                "group": group,
+                "group": duplicate,
                 # One line: the groups often share their SQL and differ only
                 # in their parameters, which are what the row must show.
-                "sql": highlight_sql(group.sql, reformat=False),
-                "params": _params_text(first.params) if first else None,
-                "indexes": ", ".join(f"#{i}" for i in group.query_indexes),
-                "n_plus_one": group_of.get(group.query_indexes[0]) if group.query_indexes else None,
+                "sql": highlight_sql(duplicate.sql, reformat=False),
+                "params": _params_text(repeated.params) if repeated else None,
+                "indexes": ", ".join(f"#{i}" for i in indexes),
+                "n_plus_one": group_of.get(indexes[0]) if indexes else None,
             }
         )
     queries = [
