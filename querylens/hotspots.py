@@ -93,9 +93,9 @@ class Hotspot:
 
     @property
     def label(self) -> str:
-        """What the ranking picture calls it: the relation, else the call site."""
+        """What the ranking picture calls it: the relation and where, else the call site."""
         if self.relation:
-            return self.relation
+            return f"{self.relation} at {self.callsite}" if self.callsite else self.relation
         if self.callsite:
             return f"{self.callsite.function} ({self.callsite})"
         return " ".join(self.sample_sql.split())[:60] or f"query {self.fingerprint[:8]}"

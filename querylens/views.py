@@ -153,7 +153,9 @@ def explain(request: HttpRequest, request_id: str, index: int) -> HttpResponse:
         raise Http404("No such query in this request.")
     result = explain_query(query)
     if request.GET.get("format") == "json":
-        return JsonResponse(result.to_dict())
+        # A refusal, a failure or a timeout still carries the whole shape, with
+        # "error" set; the status tells a script it got no plan.
+        return JsonResponse(result.to_dict(), status=422 if result.error else 200)
     return _render(
         request,
         "querylens/explain.html",

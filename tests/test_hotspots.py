@@ -224,7 +224,8 @@ def test_label_falls_back_from_relation_to_call_site_to_sql() -> None:
                 "r1-aaaaaa",
                 0,
                 n_plus_one=[
-                    n1(2, 3.0, fp="a"),
+                    n1(2, 4.0, fp="a"),
+                    n1(2, 3.0, fp="a2", site=None),
                     n1(2, 2.0, fp="b", relation=None),
                     n1(2, 1.0, fp="c", relation=None, site=None),
                 ],
@@ -232,7 +233,12 @@ def test_label_falls_back_from_relation_to_call_site_to_sql() -> None:
         ]
     )
     labels = [spot.label for spot in report.n_plus_one]
-    assert labels == ["shop.Book.author", "book_list (shop/views.py:17)", SQL[:60]]
+    assert labels == [
+        "shop.Book.author at shop/views.py:17",
+        "shop.Book.author",
+        "book_list (shop/views.py:17)",
+        SQL[:60],
+    ]
 
 
 def test_filter_records_by_path_any_case_and_by_n_plus_one() -> None:

@@ -199,7 +199,7 @@ def test_hotspots_rank_the_n_plus_ones_with_their_fix(
     fk_row = next(row for _, row in rows if "tests.Book.author" in row)
     assert "select_related(&quot;author&quot;)" in fk_row
     assert f"tests/views.py:{line_of('fk_loop')}" in fk_row
-    assert '<td class="ql-num">12</td>' in fk_row  # 6 lazy loads in each of 2 requests
+    assert '<span class="ql-occurrences">12</span><br><span class="ql-quiet">in 2 requests</span>' in fk_row
     assert "tests.views.fk_loop" in fk_row
     assert "prefetch_related(&quot;books&quot;)" in html
     assert f"tests/views.py:{line_of('dup_first')}" in html
@@ -208,7 +208,7 @@ def test_hotspots_rank_the_n_plus_ones_with_their_fix(
     chart = html[start : html.index("</svg>", start)]
     assert chart.count('class="ql-n1"') == 2
     assert chart.count('class="ql-dup"') == 1
-    assert "1. tests.Book.author" in chart
+    assert f"1. tests.Book.author at tests/views.py:{line_of('fk_loop')}" in chart
 
 
 @pytest.mark.django_db
@@ -501,6 +501,10 @@ def test_executemany_is_refused_with_a_message(library: list[Book], staff_client
     response = staff_client.post(explain_url(record.id, query.index))
     assert response.status_code == 200
     assert "This query is not explained: It ran with executemany()" in response.content.decode()
+    as_json = staff_client.post(explain_url(record.id, query.index) + "?format=json")
+    assert as_json.status_code == 422
+    assert as_json.json()["error"].startswith("This query is not explained: It ran with executemany()")
+    assert as_json.json()["plan"] is None
     assert list(Tag.objects.order_by("pk").values_list("name", flat=True)) == titles
 
 
