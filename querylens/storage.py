@@ -146,15 +146,19 @@ class CacheStorage(BaseStorage):
     whose ``incr`` is not atomic (database, file, local memory across
     processes) lose records under concurrency.
 
-    Layout, under ``CACHE_KEY_PREFIX``:
+    Layout, under ``CACHE_KEY_PREFIX``, ``2 * size + 1`` keys at most:
 
     - ``<prefix>:n``: a counter; ``incr`` hands each write its own sequence
       number ``n``, so concurrent writers never share a slot;
     - ``<prefix>:slot:<n % size>``: the record as JSON, with ``n`` beside it,
       so a reader can tell a slot's current record from a stale one;
-    - ``<prefix>:owner:<n % size>``: ``"<n> <request id>"`` of the slot's
-      record, read by the next writer of the slot to delete the old index key;
-    - ``<prefix>:id:<request id>``: ``n``, so ``get()`` is two round trips.
+    - ``<prefix>:owner:<n % size>``: ``"<n> <request id>"``, written with the
+      slot: ``get()`` reads these small values in one batch to find the slot.
+
+    A write is two cache calls (``incr``, ``set_many``): with Django's Redis
+    backend each call builds a client, so calls, not bytes, are the cost.
+    Reads are two calls too: ``recent()`` the counter then the slots,
+    ``get()`` the owners then one slot.
 
     Every error of the cache becomes ``StorageError``. After a failed write,
     writes are skipped for ``retry_after`` seconds, so a hung server costs one
@@ -195,9 +199,6 @@ class CacheStorage(BaseStorage):
 
     def _owner_key(self, sequence: int) -> str:
         return f"{self.prefix}:owner:{sequence % self.size}"
-
-    def _id_key(self, request_id: str) -> str:
-        return f"{self.prefix}:id:{request_id}"
 
     def _cache(self) -> BaseCache:
         # caches[...] is per thread; looking it up each time keeps this
@@ -240,23 +241,17 @@ class CacheStorage(BaseStorage):
             # add() is atomic, so of several first writers only one sets it.
             cache.add(self._counter_key, 0, timeout=None)
             sequence = int(cache.incr(self._counter_key))
-        previous = _parse_owner(cache.get(self._owner_key(sequence)))
         # The record's JSON, made once, wrapped by hand: {"seq": n, "record": ...}.
         payload = f'{{"seq":{sequence},"record":{text}}}'
         failed = cache.set_many(
             {
                 self._slot_key(sequence): payload,
                 self._owner_key(sequence): f"{sequence} {request_id}",
-                self._id_key(request_id): sequence,
             },
             timeout=self.timeout,
         )
         if failed:
             raise StorageError(f"the cache refused {', '.join(failed)}")
-        if previous is not None and previous[0] < sequence and previous[1] != request_id:
-            # The record this one replaces is gone; so is the way to find it.
-            # Without this, index keys would pile up for CACHE_TIMEOUT.
-            cache.delete_many([self._id_key(previous[1])])
 
     # -- reading ----------------------------------------------------------
 
@@ -316,24 +311,24 @@ class CacheStorage(BaseStorage):
             # Not an id we could have written, and not a safe cache key.
             return None
         cache = self._cache()
-        try:
-            sequence = cache.get(self._id_key(request_id))
-        except _UNREACHABLE as exc:
-            raise StorageError(f"cache {self.alias!r} is unavailable: {exc}") from exc
-        except Exception:
+        owners = self._get_many(cache, [self._owner_key(slot) for slot in range(self.size)])
+        sequences = [
+            owner[0]
+            for owner in map(_parse_owner, owners.values())
+            if owner is not None and owner[1] == request_id
+        ]
+        if not sequences:
             return None
-        if not isinstance(sequence, int) or isinstance(sequence, bool):
-            return None
+        # A record stored twice has two owners; the newest copy wins.
+        sequence = max(sequences)
         values = self._get_many(cache, [self._slot_key(sequence)])
         record = _decode(values.get(self._slot_key(sequence)), sequence)
         return record if record is not None and record.id == request_id else None
 
     def clear(self) -> None:
         cache = self._cache()
-        owners = self._get_many(cache, [self._owner_key(slot) for slot in range(self.size)])
         keys = [self._slot_key(slot) for slot in range(self.size)]
         keys += [self._owner_key(slot) for slot in range(self.size)]
-        keys += [self._id_key(owner[1]) for owner in map(_parse_owner, owners.values()) if owner]
         try:
             # The counter stays: sequence numbers never repeat, so a record a
             # writer stores just after the clear cannot pass for an old one.
