@@ -350,6 +350,7 @@ def _record_context(record: RequestRecord) -> dict[str, Any]:
             "duplicate": query.index in duplicated,
             "explain_url": explain_url(query),
             "params": _params_text(query.params),
+            "duration": f"{query.duration_ms:.2f}",
         }
         for query in record.queries
     ]
