@@ -8,14 +8,15 @@ here too).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connections
+from django.db import connection, connections
 
 from querylens.storage import get_storage
 from querylens.testing import recorded
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.browser]
 
 PASSWORD = "browser-pass-1"
+VENDOR_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +42,24 @@ def empty_buffer() -> Iterator[None]:
 @pytest.fixture
 def staff(transactional_db: None) -> User:
     return User.objects.create_user("ada", password=PASSWORD, is_staff=True)
+
+
+def closes_connections(test: Callable[..., None]) -> Callable[..., None]:
+    """Close the test's database connections when it ends.
+
+    With Playwright's greenlets in the test, the connections the test body
+    opens are not the ones the test database teardown sees; left open, they
+    block dropping a PostgreSQL or MariaDB test database.
+    """
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            test(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return wrapper
 
 
 def log_in(page: Page, base: str, next_url: str) -> None:
@@ -56,6 +76,7 @@ def shot(page: Page, artifacts_dir: Path, name: str) -> Path:
     return path
 
 
+@closes_connections
 def test_staff_finds_the_n_plus_one_and_explains_its_query(
     page: Page, live_server: Any, staff: User, artifacts_dir: Path
 ) -> None:
@@ -95,12 +116,13 @@ def test_staff_finds_the_n_plus_one_and_explains_its_query(
     page.locator(".ql-query.ql-n1").first.get_by_role("button", name="EXPLAIN").click()
     page.wait_for_selector("#ql-explain-meta")
     meta = page.locator("#ql-explain-meta").inner_text()
-    assert "SQLite" in meta
-    assert "not analyzed" in meta
-    assert "SEARCH tests_author USING INTEGER PRIMARY KEY" in page.locator("#ql-plan").inner_text()
+    assert meta.startswith(VENDOR_NAMES[connection.vendor])
+    assert ("not analyzed" in meta) == (connection.vendor == "sqlite")
+    assert "tests_author" in page.locator("#ql-plan").inner_text()
     shot(page, artifacts_dir, "explain-sqlite")
 
 
+@closes_connections
 def test_request_list_filters_by_path_and_n_plus_one(
     page: Page, live_server: Any, staff: User, artifacts_dir: Path
 ) -> None:
@@ -131,6 +153,7 @@ def test_request_list_filters_by_path_and_n_plus_one(
     shot(page, artifacts_dir, "requests")
 
 
+@closes_connections
 def test_dark_mode_keeps_the_pages_readable(
     browser: Any, live_server: Any, staff: User, artifacts_dir: Path
 ) -> None:
@@ -160,20 +183,16 @@ def test_dark_mode_keeps_the_pages_readable(
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+@closes_connections
 def test_explain_analyze_on_postgres_shows_the_tree(
     page: Page, live_server: Any, artifacts_dir: Path
 ) -> None:
     User.objects.create_user("ada", password=PASSWORD, is_staff=True)
-    try:
-        make_library(authors=3, books_per_author=2, using="postgres")
-        with recorded() as result:
-            books = Book.objects.using("postgres").select_related("publisher").order_by("title")
-            for book in books:
-                book.author.name  # noqa: B018 - the lazy load is the point
-    finally:
-        # With Playwright's greenlets around, the test database teardown does
-        # not see this thread's connection; left open, it blocks the DROP.
-        connections["postgres"].close()
+    make_library(authors=3, books_per_author=2, using="postgres")
+    with recorded() as result:
+        books = Book.objects.using("postgres").select_related("publisher").order_by("title")
+        for book in books:
+            book.author.name  # noqa: B018 - the lazy load is the point
     record = dataclasses.replace(result.record, id="browserpostgres1", method="GET", path="/books/")
     get_storage().add(record)
     base = live_server.url
