@@ -93,14 +93,13 @@ class QueryLensPanel(Panel):
     @property
     def nav_subtitle(self) -> str:
         stats = self._stats()
-        record = stats.get("record")
-        if record is None:
+        summary = self._summary()
+        if summary is None:
             return "off" if stats.get("skipped") else "error"
-        queries = int(record["query_count"])
-        n_plus_one = len(record.get("n_plus_one") or [])
+        queries, n_plus_one, db_ms = summary
         text = (
             f"{queries} {'query' if queries == 1 else 'queries'} · {n_plus_one} N+1"
-            f" · {_ms(float(record['db_time_ms']))} ms"
+            f" · {_ms(db_ms)} ms"
         )
         # The toolbar shows the subtitle inside <small>; the class lets
         # panel.css colour it, the stylesheet link is needed because the
@@ -114,18 +113,17 @@ class QueryLensPanel(Panel):
 
     @property
     def nav_icon(self) -> str:  # type: ignore[override]  # a plain attribute in Panel
-        record = self._stats().get("record") or {}
-        if record.get("n_plus_one"):
+        summary = self._summary()
+        if summary is not None and summary[1]:
             return "querylens/panel/icon-warning.svg"
         return "querylens/panel/icon.svg"
 
     @property
     def title(self) -> str:
-        record = self._stats().get("record")
-        if record is None:
+        summary = self._summary()
+        if summary is None:
             return "querylens"
-        queries = int(record["query_count"])
-        n_plus_one = len(record.get("n_plus_one") or [])
+        queries, n_plus_one, _ = summary
         found = f"{n_plus_one} N+1" if n_plus_one else "no N+1"
         return f"querylens: {found} in {queries} {'query' if queries == 1 else 'queries'}"
 
@@ -213,10 +211,31 @@ class QueryLensPanel(Panel):
             "error": stats.get("error"),
         }
         if "record" in stats:
-            context.update(_record_context(RequestRecord.from_dict(stats["record"])))
+            try:
+                context.update(_record_context(RequestRecord.from_dict(stats["record"])))
+            except Exception:
+                # A record this version cannot read (from an older store, say).
+                logger.exception("querylens panel could not show a stored record")
+                context["error"] = "querylens could not show this request; see the logs."
         return render_to_string(self.template, context)
 
     # -- helpers --------------------------------------------------------------
+
+    def _summary(self) -> tuple[int, int, float] | None:
+        """Queries, N+1 groups and database ms, read from the stats alone.
+
+        The sidebar of an earlier request (history panel) is drawn from the
+        store, so nothing here may need more than the stored JSON.
+        """
+        record: Any = self._stats().get("record")
+        try:
+            return (
+                int(record["query_count"]),
+                len(record.get("n_plus_one") or []),
+                float(record["db_time_ms"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
 
     def _stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self.get_stats()  # type: ignore[no-untyped-call]

@@ -706,3 +706,20 @@ def test_stylesheet_carries_the_csp_nonce(
     settings.MIDDLEWARE = ["tests.test_panel.csp_nonce_middleware", *settings.MIDDLEWARE]
     html = client.get("/fk_loop/").content.decode()
     assert re.search(r'<link rel="stylesheet" href="[^"]*panel\.css" nonce="n0nce">', html)
+
+
+def test_unreadable_stored_stats_show_an_error(
+    client: Client, library: list[Book], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from debug_toolbar.store import get_store
+
+    enable_toolbar(settings, monkeypatch, "panel_only")
+    response = client.get("/fk_loop/")
+    # What an older querylens, or a hand-edited store, might have left.
+    get_store().save_panel(toolbar_id(response), "QueryLensPanel", {"record": {"id": "x"}})
+    assert "could not show this request" in text(panel_content(client, response))
+    sidebar = client.get(
+        reverse("djdt:history_sidebar"),
+        {"request_id": toolbar_id(response), "exclude_history": "True"},
+    ).json()
+    assert text(sidebar["QueryLensPanel"]["button"]) == "querylens error"
