@@ -236,6 +236,61 @@ def test_a_join_misjudged_over_well_estimated_inputs_is_flagged_itself() -> None
     assert root.warnings == ["Slowest step: 98% of the time.", "Row estimate off by 5,000x."]
 
 
+def test_postgres_labels_read_like_postgres_text() -> None:
+    never = {
+        "Node Type": "Seq Scan",
+        "Relation Name": "t",
+        "Plan Rows": 1,
+        "Actual Loops": 0,
+        "Total Cost": 1.0,
+        "Startup Cost": 0.0,
+        "Plan Width": 4,
+    }
+    plans = [
+        {"Node Type": "Aggregate", "Strategy": "Hashed", "Group Key": ["a", "b"]},
+        {
+            "Node Type": "Index Scan",
+            "Scan Direction": "Backward",
+            "Index Name": "t_pkey",
+            "Relation Name": "t",
+        },
+        {"Node Type": "CTE Scan", "CTE Name": "recent", "Alias": "recent"},
+        {"Node Type": "Hash Join", "Join Type": "Right"},
+        {"Node Type": "Bitmap Index Scan", "Index Name": "t_idx"},
+        {"Node Type": "ModifyTable", "Operation": "Delete", "Relation Name": "t"},
+    ]
+    root, text = parse_postgres([{"Plan": {"Node Type": "Append", "Plans": [*plans, never]}}])
+    assert [child.label for child in root.children] == [
+        "HashAggregate",
+        "Index Scan Backward using t_pkey on t",
+        "CTE Scan on recent",
+        "Hash Right Join",
+        "Bitmap Index Scan on t_idx",
+        "Delete on t",
+        "Seq Scan on t",
+    ]
+    assert root.children[0].details == ["Group Key: a, b"]
+    assert "Seq Scan on t  (cost=0.00..1.00 rows=1 width=4) (never executed)" in text
+    assert root.children[-1].rows_read == 1  # the estimate, as it never ran
+
+
+def test_a_vendor_that_cannot_explain_gives_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    def cannot(*args: Any) -> None:
+        raise explain._Failure("EXPLAIN is not supported on Oracle.")
+
+    monkeypatch.setitem(explain._RUNNERS, explain._vendor(connection), cannot)
+    query = QueryRecord(
+        index=0,
+        alias="default",
+        sql="SELECT %s",
+        params=7,
+        duration_ms=1.0,
+        fingerprint="x",
+        callsite=None,
+    )
+    assert explain_query(query).error == "EXPLAIN is not supported on Oracle."
+
+
 def test_small_plans_get_no_warnings() -> None:
     plan = {
         "Plan": {

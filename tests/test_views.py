@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from django.contrib import admin
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test import Client, override_settings
-from django.urls import path, reverse
+from django.urls import include, path, reverse
 
 from querylens.records import RequestRecord
 from querylens.storage import BaseStorage, StorageError, get_storage
@@ -167,15 +168,28 @@ def test_admin_entries_only_open_pages_no_add_or_change(staff_client: Client) ->
     assert staff_client.get("/admin/querylens/hotspotspage/add/").status_code == 404
 
 
-#: A project that forgot ``include("querylens.urls")``.
-urlpatterns = [path("admin/", admin.site.urls)]
+def urlconf(*patterns: Any) -> ModuleType:
+    """A project's URL module holding only ``patterns``."""
+    module = ModuleType("project_urls")
+    module.urlpatterns = list(patterns)  # type: ignore[attr-defined]
+    return module
 
 
 @pytest.mark.django_db
-@override_settings(ROOT_URLCONF=__name__)
 def test_admin_entry_without_our_urls_says_how_to_include_them(staff_client: Client) -> None:
-    response = staff_client.get("/admin/querylens/hotspotspage/")
+    forgot_querylens = urlconf(path("admin/", admin.site.urls))
+    with override_settings(ROOT_URLCONF=forgot_querylens, DEBUG=True):
+        response = staff_client.get("/admin/querylens/hotspotspage/")
     assert response.status_code == 404
+    assert "include(&quot;querylens.urls&quot;)" in response.content.decode()
+
+
+def test_without_the_admin_login_anonymous_users_go_to_login_url() -> None:
+    pages_only = urlconf(path("ql/", include("querylens.urls")))
+    with override_settings(ROOT_URLCONF=pages_only, LOGIN_URL="/accounts/login/"):
+        response = Client().get("/ql/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/ql/"
 
 
 # --- hotspots ------------------------------------------------------------------------------
