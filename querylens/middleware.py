@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import Token
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
@@ -23,14 +23,15 @@ from querylens.analysis import build_record
 from querylens.capture import Recorder
 from querylens.conf import conf
 from querylens.records import RequestRecord
-from querylens.storage import get_storage
+from querylens.storage import MemoryStorage, get_storage
 
 logger = logging.getLogger("querylens")
 
 #: URL namespaces whose pages are never recorded: our own and the toolbar's.
 EXCLUDED_NAMESPACES = frozenset({"querylens", "djdt"})
 
-_last_storage_warning = 0.0
+#: When the last storage warning was logged (time.monotonic()); none yet.
+_last_storage_warning = float("-inf")
 
 
 class _Measurement:
@@ -87,7 +88,12 @@ class QueryLensMiddleware:
         finally:
             self._stop(measurement)
         user = await _user_async(request) if self._needs_user() else None
-        return self._finish(request, response, measurement, user)
+        if _stores_in_memory():
+            return self._finish(request, response, measurement, user)
+        # Writing to a shared storage is network I/O: keep it off the event loop.
+        return await sync_to_async(self._finish, thread_sensitive=False)(
+            request, response, measurement, user
+        )
 
     # -- shared helpers ---------------------------------------------------
 
@@ -210,6 +216,13 @@ async def _user_async(request: HttpRequest) -> Any:
 
 def _excluded_path(path: str) -> bool:
     return any(re.match(pattern, path) for pattern in conf.EXCLUDE_PATHS)
+
+
+def _stores_in_memory() -> bool:
+    try:
+        return isinstance(get_storage(), MemoryStorage)
+    except Exception:
+        return False  # _finish logs the storage problem
 
 
 def _store(record: RequestRecord) -> None:

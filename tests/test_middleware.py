@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.test import Client, RequestFactory
 
 from querylens.middleware import QueryLensMiddleware
-from querylens.storage import MemoryStorage, get_storage
+from querylens.storage import BaseStorage, MemoryStorage, get_storage
 from tests.helpers import latest_record, record_of
 
 HEADERS = (
@@ -180,11 +180,14 @@ class BrokenStorage(MemoryStorage):
 
 
 def test_a_broken_storage_never_breaks_the_response(
-    client: Client, settings: Any, caplog: pytest.LogCaptureFixture
+    client: Client,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import querylens.middleware
 
-    querylens.middleware._last_storage_warning = -1e9
+    monkeypatch.setattr(querylens.middleware, "_last_storage_warning", float("-inf"))
     settings.QUERYLENS = {"HEADERS": "always", "STORAGE": "tests.test_middleware.BrokenStorage"}
     with caplog.at_level(logging.WARNING, logger="querylens"):
         first = client.get("/fk_loop/")
@@ -194,6 +197,34 @@ def test_a_broken_storage_never_breaks_the_response(
     assert first["X-QueryLens-Queries"] == "7"  # headers still come out
     warnings = [r for r in caplog.records if "could not store" in r.getMessage()]
     assert len(warnings) == 1, "the warning is rate-limited"
+
+
+class ThreadNotingStorage(BaseStorage):
+    """A storage that is not in memory and notes the thread each write ran in."""
+
+    threads: list[int] = []
+
+    def add(self, record: Any) -> None:
+        self.threads.append(threading.get_ident())
+
+    def recent(self, limit: int | None = None) -> list[Any]:
+        return []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_async_requests_write_shared_storage_off_the_event_loop(
+    async_client: Any, settings: Any
+) -> None:
+    settings.QUERYLENS = {
+        "HEADERS": "always",
+        "STORAGE": "tests.test_middleware.ThreadNotingStorage",
+    }
+    ThreadNotingStorage.threads.clear()
+    response = await async_client.get("/async_get_loop/")
+    assert response.status_code == 200
+    assert response["X-QueryLens-NPlusOne"] == "1"
+    assert len(ThreadNotingStorage.threads) == 1
+    assert ThreadNotingStorage.threads[0] != threading.get_ident()
 
 
 def test_an_error_inside_analysis_is_logged_and_the_response_goes_out(
