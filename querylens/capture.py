@@ -198,6 +198,16 @@ def recording(
         _current.reset(token)
 
 
+@contextmanager
+def paused() -> Iterator[None]:
+    """Run the block unrecorded, e.g. a tool's own bookkeeping queries."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 # --- the execute wrapper -----------------------------------------------------
 
 

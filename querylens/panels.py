@@ -298,13 +298,8 @@ class _UnrecordedStore:
 
         @functools.wraps(attribute)
         def unrecorded(*args: Any, **kwargs: Any) -> Any:
-            # capture has no public "pause": no active recorder is what it
-            # sees outside any request.
-            token = capture._current.set(None)
-            try:
+            with capture.paused():
                 return attribute(*args, **kwargs)
-            finally:
-                capture._current.reset(token)
 
         return unrecorded
 

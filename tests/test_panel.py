@@ -342,12 +342,6 @@ def test_toolbar_outside_shows_the_middlewares_record(
     assert [r.id for r in get_storage().recent()] == [record["id"]]
 
 
-@pytest.mark.xfail(
-    reason="QueryLensMiddleware._record builds its own record instead of reusing "
-    "recorder.record when the toolbar finished first; until it does, the request "
-    "is stored under the middleware's id, not the panel's",
-    strict=True,
-)
 def test_querylens_outside_stores_the_panels_record_once(
     client: Client, library: list[Book], settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
