@@ -37,7 +37,3 @@ def highlight_sql(sql: str, *, reformat: bool = True) -> SafeString:
         return mark_safe(escape(text))
     return mark_safe(str(highlight(text, _lexer, _formatter)))
 
-
-def highlight_css(selector: str = ".ql-sql") -> str:
-    """Pygments token colours scoped under ``selector``."""
-    return str(HtmlFormatter(style="default").get_style_defs(selector))
