@@ -67,9 +67,15 @@ def install() -> None:
     if apps.is_installed("django.contrib.contenttypes"):
         from django.contrib.contenttypes import fields as ct
 
-        ct.GenericForeignKey.__get__ = _single_loader(  # type: ignore[method-assign]
-            ct.GenericForeignKey.__get__, lambda d: (d.name, GENERIC)
-        )
+        descriptor = getattr(ct, "GenericForeignKeyDescriptor", None)
+        if descriptor is not None:  # Django 6.0+: a descriptor class of its own
+            descriptor.__get__ = _single_loader(
+                descriptor.__get__, lambda d: (d.field.name, GENERIC)
+            )
+        else:  # Django 5.2: the field is its own descriptor
+            ct.GenericForeignKey.__get__ = _single_loader(  # type: ignore[method-assign]
+                ct.GenericForeignKey.__get__, lambda d: (d.name, GENERIC)
+            )
         ct.create_generic_related_manager = _manager_factory(
             ct.create_generic_related_manager,
             lambda superclass, rel: rel.field.name,
