@@ -1,0 +1,433 @@
+"""The parent side of the benchmark: workers, interleaved rounds, report.
+
+Each variant runs in its own long-lived worker process (``bench.worker``).
+Every round sends each (page, variant) pair one batch of requests, in an
+order shuffled per round with a fixed seed, so slow spells of a noisy machine
+hit every variant alike. Medians are compared, never single timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bench.pages import PAGES, TITLES
+from bench.worker import VARIANTS
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+REPO_ROOT = PROJECT_DIR.parent
+#: Target from issue 2: querylens at most this many times the uninstrumented time.
+TARGET = 1.10
+#: Environment variables that would slow a worker down (import timing, tracing
+#: allocations, debug allocators): the workers never inherit them.
+_DISTORTING_ENV = (
+    "PYTHONPROFILEIMPORTTIME",
+    "PYTHONTRACEMALLOC",
+    "PYTHONDEVMODE",
+    "PYTHONMALLOC",
+    "PYTHONMALLOCSTATS",
+    "PYTHONASYNCIODEBUG",
+    "PYTHONBREAKPOINT",
+)
+
+
+class BenchmarkFailed(Exception):
+    pass
+
+
+@dataclass
+class Options:
+    rounds: int = 15
+    requests: int = 20
+    warmup: int = 100
+    seed: int = 0
+    variants: tuple[str, ...] = VARIANTS
+    pages: tuple[str, ...] = tuple(PAGES)
+    db: str | None = None
+    debug: bool = False
+
+
+@dataclass
+class WorkerProcess:
+    variant: str
+    process: subprocess.Popen[str]
+    stderr: IO[str]
+    info: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def receive(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            raise BenchmarkFailed(
+                f"the {self.variant} worker exited with status "
+                f"{self.process.returncode}:\n{self.stderr_tail()}"
+            )
+        message: dict[str, Any] = json.loads(line)
+        if "error" in message:
+            raise BenchmarkFailed(f"the {self.variant} worker failed: {message['error']}")
+        return message
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        self.stderr.seek(0)
+        return "".join(self.stderr.readlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.send({"quit": True})
+                self.process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        self.stderr.close()
+
+
+def _worker_env(db: Path, debug: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _DISTORTING_ENV}
+    path = [str(PROJECT_DIR), str(REPO_ROOT)]
+    if env.get("PYTHONPATH"):
+        path.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    env["QUERYLENS_BENCH_DB"] = str(db)
+    env["QUERYLENS_BENCH_DEBUG"] = "1" if debug else "0"
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # each worker picks its own
+    return env
+
+
+def _worker_command(variant: str, db: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "bench.worker", "--variant", variant, "--db", str(db), *extra]
+
+
+def prepare_database(db: Path, debug: bool) -> None:
+    result = subprocess.run(
+        _worker_command("none", db, "--setup"),
+        cwd=PROJECT_DIR,
+        env=_worker_env(db, debug),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise BenchmarkFailed(f"could not prepare {db}:\n{result.stderr[-3000:]}")
+
+
+def start_workers(options: Options, db: Path) -> list[WorkerProcess]:
+    workers = []
+    for variant in options.variants:
+        stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop())
+        process = subprocess.Popen(
+            _worker_command(variant, db, "--warmup", str(options.warmup)),
+            cwd=PROJECT_DIR,
+            env=_worker_env(db, options.debug),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        workers.append(WorkerProcess(variant, process, stderr))
+    # They check and warm up in parallel; nothing is timed yet.
+    for worker in workers:
+        ready = worker.receive()
+        worker.info, worker.checks = ready["info"], ready["checks"]
+    return workers
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = platform.processor() or None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "platform": platform.platform(),
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": usable,
+        "load_average": _load_average(),
+    }
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(load, 2) for load in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def summarise(samples: list[int]) -> dict[str, float]:
+    """Milliseconds: median and quartiles of the per-request timings."""
+    ms = sorted(ns / 1e6 for ns in samples)
+    if len(ms) >= 2:
+        p25, _, p75 = statistics.quantiles(ms, n=4, method="inclusive")
+    else:
+        p25 = p75 = ms[0]
+    return {
+        "median_ms": statistics.median(ms),
+        "p25_ms": p25,
+        "p75_ms": p75,
+        "mean_ms": statistics.fmean(ms),
+        "n": len(ms),
+    }
+
+
+def run(options: Options, progress: IO[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; return every figure the report prints."""
+    started = time.monotonic()
+    machine = machine_info()
+    with tempfile.TemporaryDirectory(prefix="querylens-bench-") as tmp:
+        db = Path(options.db) if options.db else Path(tmp) / "bench.sqlite3"
+        if not db.exists():
+            if progress:
+                progress.write(f"preparing the database {db}\n")
+            prepare_database(db, options.debug)
+        if progress:
+            progress.write(
+                f"starting workers {', '.join(options.variants)} "
+                f"(checks, then {options.warmup} warm-up requests per page)\n"
+            )
+        workers = start_workers(options, db)
+        try:
+            samples, per_round, gc_ms = _rounds(options, workers, progress)
+        finally:
+            for worker in workers:
+                worker.stop()
+    machine["load_average_end"] = _load_average()
+    return _results(
+        options, machine, workers, samples, per_round, gc_ms, time.monotonic() - started
+    )
+
+
+#: What each worker measures per request, and how the report names it.
+CLOCKS = {
+    "wall": "wall-clock time (perf_counter_ns)",
+    "cpu": "CPU time of the worker thread (thread_time_ns)",
+}
+Samples = dict[str, dict[str, dict[str, list[int]]]]  # clock -> page -> variant
+RoundMedians = dict[str, dict[str, dict[str, list[float]]]]
+
+
+def _rounds(
+    options: Options, workers: list[WorkerProcess], progress: IO[str] | None
+) -> tuple[Samples, RoundMedians, dict[str, dict[str, float]]]:
+    by_variant = {worker.variant: worker for worker in workers}
+    samples: Samples = {
+        clock: {page: {v: [] for v in options.variants} for page in options.pages}
+        for clock in CLOCKS
+    }
+    per_round: RoundMedians = {
+        clock: {page: {v: [] for v in options.variants} for page in options.pages}
+        for clock in CLOCKS
+    }
+    gc_ms = {page: dict.fromkeys(options.variants, 0.0) for page in options.pages}
+    rng = random.Random(options.seed)
+    for number in range(options.rounds):
+        batches = [(page, variant) for page in options.pages for variant in options.variants]
+        rng.shuffle(batches)
+        for page, variant in batches:
+            worker = by_variant[variant]
+            worker.send({"page": page, "n": options.requests})
+            answer = worker.receive()
+            gc_ms[page][variant] += answer["gc_ns"] / 1e6
+            for clock in CLOCKS:
+                timings = answer[f"{clock}_ns"]
+                samples[clock][page][variant].extend(timings)
+                per_round[clock][page][variant].append(statistics.median(timings) / 1e6)
+        if progress:
+            progress.write(f"round {number + 1}/{options.rounds} done\n")
+    requests = options.rounds * options.requests
+    gc_per_request = {
+        page: {variant: total / requests for variant, total in totals.items()}
+        for page, totals in gc_ms.items()
+    }
+    return samples, per_round, gc_per_request
+
+
+def _compare(
+    options: Options, samples: dict[str, list[int]], per_round: dict[str, list[float]]
+) -> dict[str, Any]:
+    """One page under one clock: each variant's figures and the ratios."""
+    stats = {variant: summarise(samples[variant]) for variant in options.variants}
+    median = {variant: stats[variant]["median_ms"] for variant in options.variants}
+    ratios: dict[str, float] = {}
+    round_ratios: dict[str, list[float]] = {}
+    for variant, base in (("querylens", "none"), ("toolbar", "none"), ("querylens", "toolbar")):
+        if variant in median and base in median:
+            key = f"{variant}/{base}"
+            ratios[key] = median[variant] / median[base]
+            # The same ratio within each round: shows whether one slow spell
+            # of the machine decided the overall figure.
+            round_ratios[key] = [
+                a / b for a, b in zip(per_round[variant], per_round[base], strict=True)
+            ]
+    return {
+        "variants": stats,
+        "ratios": ratios,
+        "round_ratios": round_ratios,
+        "round_medians_ms": per_round,
+    }
+
+
+def _results(
+    options: Options,
+    machine: dict[str, Any],
+    workers: list[WorkerProcess],
+    samples: Samples,
+    per_round: RoundMedians,
+    gc_ms: dict[str, dict[str, float]],
+    elapsed: float,
+) -> dict[str, Any]:
+    pages: dict[str, Any] = {}
+    for page in options.pages:
+        pages[page] = {
+            "title": TITLES[page],
+            "path": PAGES[page][0],
+            "queries": PAGES[page][1],
+            "gc_cpu_ms_per_request": gc_ms[page],
+            **{
+                clock: _compare(options, samples[clock][page], per_round[clock][page])
+                for clock in CLOCKS
+            },
+        }
+    infos = {worker.variant: worker.info for worker in workers}
+    any_info = next(iter(infos.values()))
+    return {
+        "options": {
+            "rounds": options.rounds,
+            "requests": options.requests,
+            "warmup": options.warmup,
+            "seed": options.seed,
+            "variants": list(options.variants),
+            "pages": list(options.pages),
+            "debug": options.debug,
+        },
+        "machine": machine,
+        "versions": {
+            "python": any_info["python"],
+            "django": any_info["django"],
+            "debug_toolbar": infos.get("toolbar", {}).get("debug_toolbar"),
+            "querylens": infos.get("querylens", {}).get("querylens"),
+        },
+        "workers": infos,
+        "checks": {worker.variant: worker.checks for worker in workers},
+        "clocks": CLOCKS,
+        "target": TARGET,
+        "pages": pages,
+        "elapsed_s": round(elapsed, 1),
+    }
+
+
+def report(results: dict[str, Any]) -> str:
+    """The human-readable tables: one per clock."""
+    options, machine, versions = results["options"], results["machine"], results["versions"]
+    lines = [
+        f"querylens benchmark: {options['rounds']} rounds x {options['requests']} requests "
+        f"per page and variant, interleaved (order shuffled per round, seed {options['seed']}), "
+        f"after {options['warmup']} warm-up requests per page",
+        f"machine: {machine['platform']}; {machine['cpu_model'] or 'unknown CPU'}; "
+        f"{machine['cpu_count']} CPUs ({machine['cpu_usable']} usable); load average "
+        f"{_load(machine['load_average'])} at start, {_load(machine['load_average_end'])} at end",
+        f"python {versions['python']}, Django {versions['django']}, "
+        f"django-debug-toolbar {versions['debug_toolbar'] or '-'}, "
+        f"querylens {versions['querylens'] or '(from the checkout)'}",
+        "database: SQLite file (100 books, 25 authors), one persistent connection per worker; "
+        f"DEBUG={options['debug']}",
+        "variants: none = querylens and the toolbar not installed; "
+        "querylens = app + middleware, RECORD_PARAMS on, HEADERS always; "
+        "toolbar = django-debug-toolbar, SQL panel only, shown on every page",
+    ]
+    traced = [v for v, info in results["workers"].items() if info.get("traced")]
+    if traced:
+        lines.append(
+            f"WARNING: a tracer (coverage? a debugger?) is active in {', '.join(traced)}: "
+            "these timings mean nothing"
+        )
+    for clock, description in results["clocks"].items():
+        lines += ["", f"ms per request, {description}:", *_table(results, clock)]
+    lines.append(f"(took {results['elapsed_s']} s)")
+    return "\n".join(lines)
+
+
+def _table(results: dict[str, Any], clock: str) -> list[str]:
+    header = (
+        f"{'page':<24} {'variant':<10} {'median ms':>10} {'p25 ms':>9} {'p75 ms':>9} "
+        f"{'vs none':>8}  {'per-round ratio range':>21}"
+    )
+    lines = [header, "-" * len(header)]
+    for page in results["pages"].values():
+        figures = page[clock]
+        for position, (variant, stats) in enumerate(figures["variants"].items()):
+            ratio = figures["ratios"].get(f"{variant}/none")
+            rounds = figures["round_ratios"].get(f"{variant}/none")
+            label = f"{page['title']} ({page['queries']} q)" if position == 0 else ""
+            lines.append(
+                f"{label:<24} {variant:<10} {stats['median_ms']:>10.3f} {stats['p25_ms']:>9.3f} "
+                f"{stats['p75_ms']:>9.3f} {_ratio(ratio):>8}  {_range(rounds):>21}"
+            )
+    for page in results["pages"].values():
+        ratios = page[clock]["ratios"]
+        parts = [
+            f"{key} {ratios[key]:.3f}x"
+            for key in ("querylens/none", "toolbar/none")
+            if key in ratios
+        ]
+        if "querylens/toolbar" in ratios:
+            ratio = ratios["querylens/toolbar"]
+            parts.append(
+                f"querylens/toolbar {ratio:.3f}x (querylens "
+                f"{'faster' if ratio < 1 else 'slower'} than the toolbar by "
+                f"{abs(1 - ratio) * 100:.1f}%)"
+            )
+        if parts:
+            lines.append(f"{page['title']}: " + "; ".join(parts))
+    verdicts = []
+    for page in results["pages"].values():
+        ratio = page[clock]["ratios"].get("querylens/none")
+        if ratio is not None:
+            verdict = "met" if ratio <= results["target"] else "NOT met"
+            verdicts.append(f"{page['title']} {ratio:.3f}x {verdict}")
+    if verdicts:
+        lines.append(
+            f"target querylens/none <= {results['target']:.2f}x: " + "; ".join(verdicts)
+        )
+    if clock == "cpu":
+        for page in results["pages"].values():
+            spent = ", ".join(
+                f"{variant} {ms:.2f}" for variant, ms in page["gc_cpu_ms_per_request"].items()
+            )
+            lines.append(f"{page['title']}: garbage collector, mean CPU ms per request: {spent}")
+    return lines
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}x"
+
+
+def _range(values: list[float] | None) -> str:
+    if not values:
+        return ""
+    return f"{min(values):.2f}x - {max(values):.2f}x"
+
+
+def _load(values: list[float] | None) -> str:
+    return "/".join(f"{v:.2f}" for v in values) if values else "unknown"

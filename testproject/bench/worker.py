@@ -1,0 +1,348 @@
+"""One benchmark variant in its own process, timing requests in-process.
+
+The parent (``manage.py querylens_benchmark``) starts one worker per variant
+and talks to it in JSON lines: the worker answers ``{"page": ..., "n": ...}``
+with the wall-clock and CPU time of each of ``n`` requests, in nanoseconds. Requests go
+straight to Django's WSGI handler, as a WSGI server would call it, minus the
+socket: the less the harness costs, the less it dilutes the difference between
+the variants.
+
+Run on its own, a worker is the thing to profile (nothing else in the process)::
+
+    python testproject/bench/worker.py --variant querylens --standalone 2000
+    python testproject/bench/worker.py --variant querylens --standalone 2000 \\
+        --page nplusone --cprofile /tmp/querylens.pstats
+    py-spy record -o /tmp/ql.svg -- \\
+        python testproject/bench/worker.py --variant querylens --standalone 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import os
+import re
+import statistics
+import sys
+from pathlib import Path
+from time import perf_counter_ns, thread_time_ns
+from typing import Any, TextIO
+
+if __package__ in (None, ""):
+    # Run as a script: import the demo project's packages as manage.py does,
+    # and not this folder's modules as top-level ones.
+    _HERE = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+    sys.path[:0] = [str(_HERE.parent), str(_HERE.parent.parent)]
+
+VARIANTS = ("none", "querylens", "toolbar")
+SETTINGS = {variant: f"testproject.settings_bench_{variant}" for variant in VARIANTS}
+DEFAULT_DB = Path(__file__).resolve().parent.parent / "bench.sqlite3"
+
+#: The SQL panel's title in the toolbar, e.g. "101 queries in 3.20ms".
+_TOOLBAR_COUNT = re.compile(r"(\d+) quer(?:y|ies) in [\d.]+\s*ms")
+
+
+class BenchmarkError(Exception):
+    """A variant does not measure what it claims to (a failed sanity check)."""
+
+
+def setup_django(variant: str, db: Path | str) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS[variant]
+    os.environ["QUERYLENS_BENCH_DB"] = str(db)
+    import django
+
+    django.setup()
+
+
+def prepare_database() -> None:
+    """Migrate and seed the (new, empty) database file."""
+    from django.apps import apps
+    from django.core.management import call_command
+    from django.test.utils import override_settings
+
+    from bench.seed import seed
+
+    # Tables straight from the models, as the test runner's MIGRATE=False
+    # does: several times faster than replaying every migration.
+    no_migrations = {config.label: None for config in apps.get_app_configs()}
+    with override_settings(MIGRATION_MODULES=no_migrations):
+        call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
+    seed()
+
+
+def _environ(path: str) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_ACCEPT": "text/html",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def _start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+    return lambda data: None
+
+
+class Worker:
+    def __init__(self, variant: str) -> None:
+        from django.core.handlers.wsgi import WSGIHandler
+
+        from bench.pages import PAGES
+
+        self.variant = variant
+        self.handler = WSGIHandler()
+        self.paths = {page: path for page, (path, _) in PAGES.items()}
+        self.expected = {page: count for page, (_, count) in PAGES.items()}
+        #: CPU nanoseconds spent in the garbage collector (see ``_gc_callback``).
+        self.gc_ns = 0
+        self._gc_started = 0
+        gc.callbacks.append(self._gc_callback)
+
+    def _gc_callback(self, phase: str, info: dict[str, int]) -> None:
+        # What a tool keeps alive and allocates shows up here, not in its own
+        # functions: the collector's passes grow with the objects it tracks.
+        if phase == "start":
+            self._gc_started = thread_time_ns()
+        else:
+            self.gc_ns += thread_time_ns() - self._gc_started
+
+    def request(self, page: str) -> tuple[int, int, Any, bytes]:
+        """One request: (wall ns, CPU ns, response, body).
+
+        CPU time is this thread's: on a busy machine it leaves out the time
+        the worker waited for a CPU, which wall time counts.
+        """
+        environ = _environ(self.paths[page])
+        cpu_started = thread_time_ns()
+        started = perf_counter_ns()
+        response = self.handler(environ, _start_response)
+        try:
+            body = b"".join(response)
+        finally:
+            # Fires request_finished, as a WSGI server does.
+            response.close()
+        wall = perf_counter_ns() - started
+        return wall, thread_time_ns() - cpu_started, response, body
+
+    def batch(self, page: str, n: int) -> tuple[list[int], list[int], int]:
+        """Wall and CPU nanoseconds of ``n`` requests, and the GC's CPU total."""
+        # No gc.collect() between batches: the garbage collector's passes over
+        # what a tool keeps alive (querylens's ring buffer of records) are part
+        # of that tool's cost, and a collection before each batch would hide
+        # them.
+        wall, cpu = [], []
+        gc_before = self.gc_ns
+        for _ in range(n):
+            request_wall, request_cpu, _, _ = self.request(page)
+            wall.append(request_wall)
+            cpu.append(request_cpu)
+        return wall, cpu, self.gc_ns - gc_before
+
+    def warm_up(self, n: int) -> None:
+        for _ in range(n):
+            for page in self.paths:
+                self.request(page)
+
+    def check(self) -> dict[str, Any]:
+        """Prove that the variant measures what it claims; raise otherwise."""
+        from django.db import connections
+        from django.test.utils import CaptureQueriesContext
+
+        found: dict[str, Any] = {}
+        loaded = {name: name in sys.modules for name in ("querylens", "debug_toolbar")}
+        wanted = {
+            "querylens": self.variant == "querylens",
+            "debug_toolbar": self.variant == "toolbar",
+        }
+        if loaded != wanted:
+            raise BenchmarkError(f"{self.variant}: modules loaded {loaded}, wanted {wanted}")
+        for page, expected in self.expected.items():
+            with CaptureQueriesContext(connections["default"]) as captured:
+                _, _, response, body = self.request(page)
+            result: dict[str, Any] = {"status": response.status_code, "queries": len(captured)}
+            problems = []
+            if response.status_code != 200:
+                problems.append(f"status {response.status_code}")
+            if len(captured) != expected:
+                problems.append(f"{len(captured)} queries, expected {expected}")
+            if b"</body>" not in body:
+                problems.append("no </body> in the page")
+            toolbar = b'id="djDebug"' in body
+            headers = {k: v for k, v in response.items() if k.startswith("X-QueryLens-")}
+            if self.variant == "querylens":
+                result["headers"] = headers
+                n_plus_one = 1 if page == "nplusone" else 0
+                if headers.get("X-QueryLens-Queries") != str(expected):
+                    problems.append(f"X-QueryLens-Queries {headers.get('X-QueryLens-Queries')}")
+                if headers.get("X-QueryLens-NPlusOne") != str(n_plus_one):
+                    problems.append(f"X-QueryLens-NPlusOne {headers.get('X-QueryLens-NPlusOne')}")
+            elif headers:
+                problems.append(f"querylens headers in the {self.variant} variant")
+            if self.variant == "toolbar":
+                match = _TOOLBAR_COUNT.search(body.decode())
+                result["toolbar_sql_panel"] = match.group(0) if match else None
+                if not toolbar:
+                    problems.append("the toolbar is not in the page")
+                elif match is None or int(match.group(1)) != expected:
+                    problems.append(f"the SQL panel says {result['toolbar_sql_panel']!r}")
+            elif toolbar:
+                problems.append(f"the toolbar is in the {self.variant} page")
+            if self.variant == "none" and connections["default"].execute_wrappers:
+                problems.append("an execute wrapper is installed")
+            if problems:
+                raise BenchmarkError(f"{self.variant} {page}: " + "; ".join(problems))
+            found[page] = result
+        return found
+
+
+def info(variant: str) -> dict[str, Any]:
+    """What this process runs: versions, settings, and anything that skews timing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import django
+    from django.conf import settings
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "variant": variant,
+        "pid": os.getpid(),
+        "python": sys.version.split()[0],
+        "implementation": sys.implementation.name,
+        "django": django.get_version(),
+        "debug_toolbar": installed("django-debug-toolbar") if variant == "toolbar" else None,
+        "querylens": installed("querylens") if variant == "querylens" else None,
+        "settings": os.environ["DJANGO_SETTINGS_MODULE"],
+        "debug": settings.DEBUG,
+        "middleware": list(settings.MIDDLEWARE),
+        "toolbar_panels": list(getattr(settings, "DEBUG_TOOLBAR_PANELS", [])),
+        "querylens_settings": dict(getattr(settings, "QUERYLENS", {})),
+        # A tracer (coverage, a debugger) makes every variant slower, unevenly.
+        "traced": sys.gettrace() is not None or _monitored(),
+        "gc_enabled": gc.isenabled(),
+    }
+
+
+def _monitored() -> bool:
+    monitoring = getattr(sys, "monitoring", None)  # Python 3.12+
+    if monitoring is None:
+        return False
+    return any(monitoring.get_tool(tool) is not None for tool in range(6))
+
+
+def serve(worker: Worker, variant: str, warmup: int, protocol: TextIO) -> None:
+    """Answer the parent's commands until it says quit or closes stdin."""
+
+    def reply(message: dict[str, Any]) -> None:
+        protocol.write(json.dumps(message) + "\n")
+        protocol.flush()
+
+    try:
+        checks = worker.check()
+        worker.warm_up(warmup)
+    except Exception as exc:
+        reply({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    reply({"ready": True, "info": info(variant), "checks": checks})
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command.get("quit"):
+            break
+        wall, cpu, gc_ns = worker.batch(command["page"], int(command["n"]))
+        reply({"wall_ns": wall, "cpu_ns": cpu, "gc_ns": gc_ns})
+
+
+def standalone(worker: Worker, pages: list[str], n: int, warmup: int, cprofile: str | None) -> None:
+    """Time ``n`` requests of each page and print medians (for profilers)."""
+    checks = worker.check()
+    print(json.dumps({"info": info(worker.variant), "checks": checks}, indent=2))
+    worker.warm_up(warmup)
+    profiler = None
+    if cprofile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    results = {page: worker.batch(page, n) for page in pages}
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(cprofile)
+        import pstats
+
+        pstats.Stats(cprofile).sort_stats("tottime").print_stats(30)
+    for page, (wall, cpu, gc_ns) in results.items():
+        print(
+            f"{worker.variant:10} {page:10} median {statistics.median(wall) / 1e6:8.3f} ms "
+            f"wall, {statistics.median(cpu) / 1e6:8.3f} ms CPU, garbage collector "
+            f"{gc_ns / n / 1e6:.3f} ms CPU per request, over {n} requests"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--db", default=str(DEFAULT_DB), help="SQLite file (created if missing)")
+    parser.add_argument("--warmup", type=int, default=100, help="requests per page first")
+    parser.add_argument("--setup", action="store_true", help="migrate and seed --db, then exit")
+    parser.add_argument("--standalone", type=int, metavar="N", help="time N requests per page")
+    parser.add_argument("--page", action="append", help="with --standalone: only this page")
+    parser.add_argument("--cprofile", metavar="FILE", help="with --standalone: cProfile to FILE")
+    args = parser.parse_args(argv)
+
+    if args.setup:
+        setup_django(args.variant, args.db)
+        prepare_database()
+        return
+    if args.standalone is not None:
+        if not Path(args.db).exists():
+            # A separate process: the database must be made without the
+            # instrumentation's hooks, and this one must not import them twice.
+            import subprocess
+
+            subprocess.run(
+                [sys.executable, __file__, "--variant", "none", "--setup", "--db", args.db],
+                check=True,
+            )
+        setup_django(args.variant, args.db)
+        from bench.pages import PAGES
+
+        standalone(
+            Worker(args.variant),
+            args.page or list(PAGES),
+            args.standalone,
+            args.warmup,
+            args.cprofile,
+        )
+        return
+
+    # The protocol owns the real stdout; anything else printed (a stray
+    # print, a library's output) goes to stderr instead of corrupting it.
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    setup_django(args.variant, args.db)
+    serve(Worker(args.variant), args.variant, args.warmup, protocol)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Time querylens against no instrumentation and django-debug-toolbar's SQL panel.
+
+Two pages, on SQLite (the cheapest queries, so the harshest case for any
+per-query overhead): a dashboard running 100 different queries, and a list of
+100 books whose authors load lazily (an N+1: 101 queries). Each variant runs
+in its own worker process with its own settings module; the rounds interleave
+the variants in a shuffled order, and the report compares medians.
+
+    python testproject/dev.py bench
+    python testproject/manage.py querylens_benchmark --rounds 15 --requests 20
+    python testproject/manage.py querylens_benchmark --json > bench.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from bench.pages import PAGES
+from bench.runner import BenchmarkFailed, Options, report, run
+from bench.worker import VARIANTS
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+def _choices(allowed: tuple[str, ...]) -> Any:
+    def parse(value: str) -> tuple[str, ...]:
+        chosen = tuple(part.strip() for part in value.split(",") if part.strip())
+        unknown = [part for part in chosen if part not in allowed]
+        if unknown or not chosen:
+            raise ValueError(value)
+        return chosen
+
+    parse.__name__ = "comma-separated list of " + ", ".join(allowed)
+    return parse
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Time a 100-query page and a 100-row N+1 page with no instrumentation, with "
+        "querylens and with django-debug-toolbar's SQL panel; print medians and ratios."
+    )
+
+    # The measured processes have their own settings; the demo's checks say
+    # nothing about them.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--rounds", type=_positive, default=15, help="interleaved rounds (default 15)"
+        )
+        parser.add_argument(
+            "--requests",
+            type=_positive,
+            default=20,
+            help="requests per page and variant in each round (default 20)",
+        )
+        parser.add_argument(
+            "--warmup",
+            type=int,
+            default=100,
+            help="untimed requests per page before the first round (default 100: "
+            "enough to fill querylens's ring buffer, its steady state)",
+        )
+        parser.add_argument(
+            "--seed", type=int, default=0, help="seed of the per-round shuffle (default 0)"
+        )
+        parser.add_argument(
+            "--variants",
+            type=_choices(VARIANTS),
+            default=VARIANTS,
+            help="comma-separated subset of none,querylens,toolbar (default all)",
+        )
+        parser.add_argument(
+            "--pages",
+            type=_choices(tuple(PAGES)),
+            default=tuple(PAGES),
+            help="comma-separated subset of queries,nplusone (default both)",
+        )
+        parser.add_argument(
+            "--db",
+            help="SQLite file to use (created and seeded when missing; "
+            "default: a new temporary file)",
+        )
+        parser.add_argument(
+            "--debug",
+            action="store_true",
+            help="run every variant with DEBUG=True (Django then logs queries itself)",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print the results as JSON, not a table"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings = Options(
+            rounds=options["rounds"],
+            requests=options["requests"],
+            warmup=options["warmup"],
+            seed=options["seed"],
+            variants=options["variants"],
+            pages=options["pages"],
+            db=options["db"],
+            debug=options["debug"],
+        )
+        # Progress goes to stderr so that --json output stays parseable.
+        progress = sys.stderr if options["verbosity"] >= 1 else None
+        try:
+            results = run(settings, progress)
+        except BenchmarkFailed as exc:
+            raise CommandError(str(exc)) from exc
+        if options["json"]:
+            self.stdout.write(json.dumps(results, indent=2))
+        else:
+            self.stdout.write(report(results))
