@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection, connections, transaction
 from django.test import override_settings
 
@@ -498,13 +497,7 @@ def recorded_write(alias: str, book: Book) -> QueryRecord:
     return record_of(run, alias, "UPDATE")
 
 
-on_sqlite = pytest.mark.skipif(
-    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3",
-    reason="the default alias is not SQLite in this run (QUERYLENS_TEST_DATABASE)",
-)
-
-
-@on_sqlite
+@pytest.mark.sqlite
 @pytest.mark.django_db
 def test_sqlite_select_shows_the_query_plan_not_analyzed() -> None:
     make_library()
