@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+from collections.abc import Callable
 from typing import Any
+
+from django.db import connections
 
 from querylens.records import RequestRecord
 from querylens.storage import get_storage
@@ -34,3 +38,21 @@ def latest_record() -> RequestRecord:
     records = get_storage().recent(1)
     assert records, "no request was stored"
     return records[0]
+
+
+def closes_connections(test: Callable[..., None]) -> Callable[..., None]:
+    """Close the test's database connections when it ends.
+
+    With Playwright's greenlets in the test, the connections the test body
+    opens are not the ones the test database teardown sees; left open, they
+    block dropping a PostgreSQL or MariaDB test database.
+    """
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            test(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return wrapper

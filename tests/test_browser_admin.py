@@ -8,19 +8,19 @@ here too).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection, connections
+from django.db import connection
 
 from querylens.storage import get_storage
 from querylens.testing import recorded
 from tests.factories import make_library
+from tests.helpers import closes_connections
 from tests.models import Book
 
 if TYPE_CHECKING:
@@ -42,24 +42,6 @@ def empty_buffer() -> Iterator[None]:
 @pytest.fixture
 def staff(transactional_db: None) -> User:
     return User.objects.create_user("ada", password=PASSWORD, is_staff=True)
-
-
-def closes_connections(test: Callable[..., None]) -> Callable[..., None]:
-    """Close the test's database connections when it ends.
-
-    With Playwright's greenlets in the test, the connections the test body
-    opens are not the ones the test database teardown sees; left open, they
-    block dropping a PostgreSQL or MariaDB test database.
-    """
-
-    @functools.wraps(test)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            test(*args, **kwargs)
-        finally:
-            connections.close_all()
-
-    return wrapper
 
 
 def log_in(page: Page, base: str, next_url: str) -> None:

@@ -19,7 +19,7 @@ from django.test.testcases import LiveServerThread
 
 from querylens.storage import get_storage
 from tests.factories import make_library
-from tests.helpers import VIEWS_FILE, line_of
+from tests.helpers import VIEWS_FILE, closes_connections, line_of
 from tests.test_panel import enable_toolbar
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def open_panel(page: Page) -> None:
     page.locator("#QueryLensPanel .ql-panel").wait_for()
 
 
+@closes_connections
 def test_open_panel_shows_the_n_plus_one_and_explains_it(
     base: str, page: Page, artifacts_dir: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_open_panel_shows_the_n_plus_one_and_explains_it(
     assert "tests.Book.author" in page.content()
 
 
+@closes_connections
 def test_clean_page_and_dark_theme(base: str, page: Page, artifacts_dir: Path) -> None:
     make_library()
     page.set_viewport_size({"width": 1400, "height": 900})
