@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.pages import PAGES, TITLES
-from bench.worker import VARIANTS
+from bench.worker import ABLATIONS, VARIANTS
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = PROJECT_DIR.parent
@@ -271,7 +271,8 @@ def _compare(
     median = {variant: stats[variant]["median_ms"] for variant in options.variants}
     ratios: dict[str, float] = {}
     round_ratios: dict[str, list[float]] = {}
-    for variant, base in (("querylens", "none"), ("toolbar", "none"), ("querylens", "toolbar")):
+    pairs = [(variant, "none") for variant in options.variants if variant != "none"]
+    for variant, base in [*pairs, ("querylens", "toolbar")]:
         if variant in median and base in median:
             key = f"{variant}/{base}"
             ratios[key] = median[variant] / median[base]
@@ -283,8 +284,26 @@ def _compare(
     return {
         "variants": stats,
         "ratios": ratios,
+        "paired": {key: paired(values) for key, values in round_ratios.items()},
         "round_ratios": round_ratios,
         "round_medians_ms": per_round,
+    }
+
+
+def paired(round_ratios: list[float], resamples: int = 2000) -> dict[str, Any]:
+    """The median of the per-round ratios, with a bootstrap 95% interval.
+
+    Each round's batches ran seconds apart, so their ratio is the comparison
+    least disturbed by the machine's slow and fast spells; the interval says
+    how far another run of the same length could land.
+    """
+    rng = random.Random(0)
+    medians = sorted(
+        statistics.median(rng.choices(round_ratios, k=len(round_ratios))) for _ in range(resamples)
+    )
+    return {
+        "median": statistics.median(round_ratios),
+        "ci95": [medians[int(resamples * 0.025)], medians[int(resamples * 0.975) - 1]],
     }
 
 
@@ -355,6 +374,11 @@ def report(results: dict[str, Any]) -> str:
         "variants: none = querylens and the toolbar not installed; "
         "querylens = app + middleware, RECORD_PARAMS on, HEADERS always; "
         "toolbar = django-debug-toolbar, SQL panel only, shown on every page",
+        *(
+            f"{variant} = querylens, {ABLATIONS[variant]} (diagnostic)"
+            for variant in options["variants"]
+            if variant in ABLATIONS
+        ),
     ]
     traced = [v for v, info in results["workers"].items() if info.get("traced")]
     if traced:
@@ -369,28 +393,25 @@ def report(results: dict[str, Any]) -> str:
 
 
 def _table(results: dict[str, Any], clock: str) -> list[str]:
+    width = max(10, *(len(variant) for variant in results["options"]["variants"]))
     header = (
-        f"{'page':<24} {'variant':<10} {'median ms':>10} {'p25 ms':>9} {'p75 ms':>9} "
-        f"{'vs none':>8}  {'per-round ratio range':>21}"
+        f"{'page':<24} {'variant':<{width}} {'median ms':>10} {'p25 ms':>9} {'p75 ms':>9} "
+        f"{'vs none':>8}  {'paired ratio [95% CI]':>22}"
     )
     lines = [header, "-" * len(header)]
     for page in results["pages"].values():
         figures = page[clock]
         for position, (variant, stats) in enumerate(figures["variants"].items()):
             ratio = figures["ratios"].get(f"{variant}/none")
-            rounds = figures["round_ratios"].get(f"{variant}/none")
+            pair = figures["paired"].get(f"{variant}/none")
             label = f"{page['title']} ({page['queries']} q)" if position == 0 else ""
             lines.append(
-                f"{label:<24} {variant:<10} {stats['median_ms']:>10.3f} {stats['p25_ms']:>9.3f} "
-                f"{stats['p75_ms']:>9.3f} {_ratio(ratio):>8}  {_range(rounds):>21}"
+                f"{label:<24} {variant:<{width}} {stats['median_ms']:>10.3f} {stats['p25_ms']:>9.3f} "
+                f"{stats['p75_ms']:>9.3f} {_ratio(ratio):>8}  {_paired(pair):>22}"
             )
     for page in results["pages"].values():
         ratios = page[clock]["ratios"]
-        parts = [
-            f"{key} {ratios[key]:.3f}x"
-            for key in ("querylens/none", "toolbar/none")
-            if key in ratios
-        ]
+        parts = [f"{key} {ratio:.3f}x" for key, ratio in ratios.items() if key.endswith("/none")]
         if "querylens/toolbar" in ratios:
             ratio = ratios["querylens/toolbar"]
             parts.append(
@@ -401,15 +422,17 @@ def _table(results: dict[str, Any], clock: str) -> list[str]:
         if parts:
             lines.append(f"{page['title']}: " + "; ".join(parts))
     verdicts = []
+    target = results["target"]
     for page in results["pages"].values():
         ratio = page[clock]["ratios"].get("querylens/none")
         if ratio is not None:
-            verdict = "met" if ratio <= results["target"] else "NOT met"
+            low, high = page[clock]["paired"]["querylens/none"]["ci95"]
+            verdict = "met" if ratio <= target else "NOT met"
+            if low <= target < high:
+                verdict += f" (uncertain: the paired 95% CI {low:.3f}x-{high:.3f}x spans it)"
             verdicts.append(f"{page['title']} {ratio:.3f}x {verdict}")
     if verdicts:
-        lines.append(
-            f"target querylens/none <= {results['target']:.2f}x: " + "; ".join(verdicts)
-        )
+        lines.append(f"target querylens/none <= {results['target']:.2f}x: " + "; ".join(verdicts))
     if clock == "cpu":
         for page in results["pages"].values():
             spent = ", ".join(
@@ -423,10 +446,11 @@ def _ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}x"
 
 
-def _range(values: list[float] | None) -> str:
-    if not values:
+def _paired(pair: dict[str, Any] | None) -> str:
+    if not pair:
         return ""
-    return f"{min(values):.2f}x - {max(values):.2f}x"
+    low, high = pair["ci95"]
+    return f"{pair['median']:.3f}x [{low:.2f}-{high:.2f}]"
 
 
 def _load(values: list[float] | None) -> str:

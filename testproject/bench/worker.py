@@ -38,7 +38,18 @@ if __package__ in (None, ""):
     sys.path[:0] = [str(_HERE.parent), str(_HERE.parent.parent)]
 
 VARIANTS = ("none", "querylens", "toolbar")
-SETTINGS = {variant: f"testproject.settings_bench_{variant}" for variant in VARIANTS}
+#: Diagnostic variants: querylens with one part switched off, to price that
+#: part with its side effects (garbage collection, CPU caches), which timing
+#: the part alone misses. They patch querylens internals by name after set-up.
+ABLATIONS = {
+    "querylens-nostack": "call-site walk skipped (every stack empty)",
+    "querylens-norelations": "relation hooks removed (descriptor and compiler wrappers)",
+    "querylens-nostore": "records not kept in the ring buffer",
+}
+SETTINGS = {
+    **{variant: f"testproject.settings_bench_{variant}" for variant in VARIANTS},
+    **dict.fromkeys(ABLATIONS, "testproject.settings_bench_querylens"),
+}
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "bench.sqlite3"
 
 #: The SQL panel's title in the toolbar, e.g. "101 queries in 3.20ms".
@@ -55,6 +66,31 @@ def setup_django(variant: str, db: Path | str) -> None:
     import django
 
     django.setup()
+    if variant in ABLATIONS:
+        _ablate(variant)
+
+
+def _ablate(variant: str) -> None:
+    from querylens import capture, middleware
+
+    if variant == "querylens-nostack":
+        capture.capture_stack = lambda *args, **kwargs: ()  # type: ignore[assignment]
+    elif variant == "querylens-norelations":
+        from django.db.models.fields.related_descriptors import (
+            ForwardManyToOneDescriptor,
+            ReverseOneToOneDescriptor,
+        )
+        from django.db.models.sql.compiler import SQLCompiler
+
+        # The hooks are functools.wraps wrappers: put the originals back.
+        for owner, name in (
+            (ForwardManyToOneDescriptor, "__get__"),
+            (ReverseOneToOneDescriptor, "__get__"),
+            (SQLCompiler, "execute_sql"),
+        ):
+            setattr(owner, name, getattr(owner, name).__wrapped__)
+    elif variant == "querylens-nostore":
+        middleware._store = lambda record: None  # type: ignore[assignment]
 
 
 def prepare_database() -> None:
@@ -167,7 +203,7 @@ class Worker:
         found: dict[str, Any] = {}
         loaded = {name: name in sys.modules for name in ("querylens", "debug_toolbar")}
         wanted = {
-            "querylens": self.variant == "querylens",
+            "querylens": self.variant.startswith("querylens"),
             "debug_toolbar": self.variant == "toolbar",
         }
         if loaded != wanted:
@@ -185,7 +221,7 @@ class Worker:
                 problems.append("no </body> in the page")
             toolbar = b'id="djDebug"' in body
             headers = {k: v for k, v in response.items() if k.startswith("X-QueryLens-")}
-            if self.variant == "querylens":
+            if self.variant.startswith("querylens"):
                 result["headers"] = headers
                 n_plus_one = 1 if page == "nplusone" else 0
                 if headers.get("X-QueryLens-Queries") != str(expected):
@@ -231,7 +267,8 @@ def info(variant: str) -> dict[str, Any]:
         "implementation": sys.implementation.name,
         "django": django.get_version(),
         "debug_toolbar": installed("django-debug-toolbar") if variant == "toolbar" else None,
-        "querylens": installed("querylens") if variant == "querylens" else None,
+        "querylens": installed("querylens") if variant.startswith("querylens") else None,
+        "ablation": ABLATIONS.get(variant),
         "settings": os.environ["DJANGO_SETTINGS_MODULE"],
         "debug": settings.DEBUG,
         "middleware": list(settings.MIDDLEWARE),
@@ -300,7 +337,7 @@ def standalone(worker: Worker, pages: list[str], n: int, warmup: int, cprofile: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--variant", choices=list(SETTINGS), required=True)
     parser.add_argument("--db", default=str(DEFAULT_DB), help="SQLite file (created if missing)")
     parser.add_argument("--warmup", type=int, default=100, help="requests per page first")
     parser.add_argument("--setup", action="store_true", help="migrate and seed --db, then exit")

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.pages import PAGES
 from bench.runner import BenchmarkFailed, Options, report, run
-from bench.worker import VARIANTS
+from bench.worker import ABLATIONS, VARIANTS
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
@@ -74,9 +74,11 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--variants",
-            type=_choices(VARIANTS),
+            type=_choices(VARIANTS + tuple(ABLATIONS)),
             default=VARIANTS,
-            help="comma-separated subset of none,querylens,toolbar (default all)",
+            help="comma-separated subset of none,querylens,toolbar (default all); "
+            "diagnostic variants, each querylens with one part switched off: "
+            + ", ".join(ABLATIONS),
         )
         parser.add_argument(
             "--pages",
