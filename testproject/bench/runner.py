@@ -55,6 +55,9 @@ class Options:
     pages: tuple[str, ...] = tuple(PAGES)
     db: str | None = None
     debug: bool = False
+    #: A folder holding another querylens package (a patched checkout, say),
+    #: measured as the variant ``querylens-alt``.
+    alt: str | None = None
 
 
 @dataclass
@@ -99,9 +102,15 @@ class WorkerProcess:
         self.stderr.close()
 
 
-def _worker_env(db: Path, debug: bool) -> dict[str, str]:
+def _worker_env(db: Path, debug: bool, alt: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _DISTORTING_ENV}
+    env.pop("QUERYLENS_BENCH_ALT", None)
     path = [str(PROJECT_DIR), str(REPO_ROOT)]
+    if alt:
+        # Ahead of this checkout (and of an editable install, whose finder
+        # comes after the path): this worker imports the other querylens.
+        path.insert(1, alt)
+        env["QUERYLENS_BENCH_ALT"] = alt
     if env.get("PYTHONPATH"):
         path.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(path)
@@ -134,7 +143,7 @@ def start_workers(options: Options, db: Path) -> list[WorkerProcess]:
         process = subprocess.Popen(
             _worker_command(variant, db, "--warmup", str(options.warmup)),
             cwd=PROJECT_DIR,
-            env=_worker_env(db, options.debug),
+            env=_worker_env(db, options.debug, options.alt if variant == "querylens-alt" else None),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -339,6 +348,7 @@ def _results(
             "variants": list(options.variants),
             "pages": list(options.pages),
             "debug": options.debug,
+            "alt": options.alt,
         },
         "machine": machine,
         "versions": {
@@ -378,6 +388,11 @@ def report(results: dict[str, Any]) -> str:
             f"{variant} = querylens, {ABLATIONS[variant]} (diagnostic)"
             for variant in options["variants"]
             if variant in ABLATIONS
+        ),
+        *(
+            f"querylens-alt = querylens imported from {info['querylens_file']}"
+            for variant, info in results["workers"].items()
+            if variant == "querylens-alt"
         ),
     ]
     traced = [v for v, info in results["workers"].items() if info.get("traced")]

@@ -46,9 +46,10 @@ ABLATIONS = {
     "querylens-norelations": "relation hooks removed (descriptor and compiler wrappers)",
     "querylens-nostore": "records not kept in the ring buffer",
 }
+#: ``querylens-alt`` is querylens imported from another folder (``--alt``).
 SETTINGS = {
     **{variant: f"testproject.settings_bench_{variant}" for variant in VARIANTS},
-    **dict.fromkeys(ABLATIONS, "testproject.settings_bench_querylens"),
+    **dict.fromkeys([*ABLATIONS, "querylens-alt"], "testproject.settings_bench_querylens"),
 }
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "bench.sqlite3"
 
@@ -208,6 +209,9 @@ class Worker:
         }
         if loaded != wanted:
             raise BenchmarkError(f"{self.variant}: modules loaded {loaded}, wanted {wanted}")
+        alt = os.environ.get("QUERYLENS_BENCH_ALT")
+        if alt and not _querylens_file().startswith(os.path.join(os.path.abspath(alt), "")):
+            raise BenchmarkError(f"{self.variant}: querylens comes from {_querylens_file()}")
         for page, expected in self.expected.items():
             with CaptureQueriesContext(connections["default"]) as captured:
                 _, _, response, body = self.request(page)
@@ -269,6 +273,7 @@ def info(variant: str) -> dict[str, Any]:
         "debug_toolbar": installed("django-debug-toolbar") if variant == "toolbar" else None,
         "querylens": installed("querylens") if variant.startswith("querylens") else None,
         "ablation": ABLATIONS.get(variant),
+        "querylens_file": _querylens_file() if "querylens" in sys.modules else None,
         "settings": os.environ["DJANGO_SETTINGS_MODULE"],
         "debug": settings.DEBUG,
         "middleware": list(settings.MIDDLEWARE),
@@ -278,6 +283,10 @@ def info(variant: str) -> dict[str, Any]:
         "traced": sys.gettrace() is not None or _monitored(),
         "gc_enabled": gc.isenabled(),
     }
+
+
+def _querylens_file() -> str:
+    return os.path.dirname(os.path.abspath(sys.modules["querylens"].__file__ or ""))
 
 
 def _monitored() -> bool:

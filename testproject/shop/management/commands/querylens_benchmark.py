@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench.pages import PAGES
@@ -74,7 +75,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--variants",
-            type=_choices(VARIANTS + tuple(ABLATIONS)),
+            type=_choices((*VARIANTS, *ABLATIONS, "querylens-alt")),
             default=VARIANTS,
             help="comma-separated subset of none,querylens,toolbar (default all); "
             "diagnostic variants, each querylens with one part switched off: "
@@ -97,6 +98,12 @@ class Command(BaseCommand):
             help="run every variant with DEBUG=True (Django then logs queries itself)",
         )
         parser.add_argument(
+            "--alt",
+            metavar="PATH",
+            help="also measure the querylens package found in PATH (a folder holding "
+            "querylens/, e.g. a patched copy of the repository) as variant querylens-alt",
+        )
+        parser.add_argument(
             "--json", action="store_true", help="print the results as JSON, not a table"
         )
 
@@ -110,7 +117,15 @@ class Command(BaseCommand):
             pages=options["pages"],
             db=options["db"],
             debug=options["debug"],
+            alt=str(Path(options["alt"]).resolve()) if options["alt"] else None,
         )
+        if settings.alt:
+            if not (Path(settings.alt) / "querylens" / "__init__.py").exists():
+                raise CommandError(f"--alt {settings.alt}: no querylens package there")
+            if "querylens-alt" not in settings.variants:
+                settings.variants = (*settings.variants, "querylens-alt")
+        elif "querylens-alt" in settings.variants:
+            raise CommandError("the querylens-alt variant needs --alt PATH")
         # Progress goes to stderr so that --json output stays parseable.
         progress = sys.stderr if options["verbosity"] >= 1 else None
         try:
