@@ -91,7 +91,10 @@ class WorkerProcess:
         self.stderr.seek(0)
         return "".join(self.stderr.readlines()[-lines:])
 
-    def stop(self) -> None:
+    def stop(self, *, kill: bool = False) -> None:
+        if kill and self.process.poll() is None:
+            # Still checking or warming up: it would not read "quit" soon.
+            self.process.kill()
         if self.process.poll() is None:
             try:
                 self.send({"quit": True})
@@ -151,9 +154,14 @@ def start_workers(options: Options, db: Path) -> list[WorkerProcess]:
         )
         workers.append(WorkerProcess(variant, process, stderr))
     # They check and warm up in parallel; nothing is timed yet.
-    for worker in workers:
-        ready = worker.receive()
-        worker.info, worker.checks = ready["info"], ready["checks"]
+    try:
+        for worker in workers:
+            ready = worker.receive()
+            worker.info, worker.checks = ready["info"], ready["checks"]
+    except BaseException:
+        for worker in workers:
+            worker.stop(kill=True)
+        raise
     return workers
 
 
