@@ -13,10 +13,9 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from types import CodeType
 from typing import Any
 
-from querylens.capture import RawFrame, RawQuery, Recorder, Segment
+from querylens.capture import RawFrame, RawQuery, Recorder, Segment, code_objects
 from querylens.fingerprint import fingerprint, is_transaction_control, statement_kind
 from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
 
@@ -85,12 +84,12 @@ def n_plus_one_groups(
     raw: Sequence[RawQuery], queries: Sequence[QueryRecord], threshold: int
 ) -> list[NPlusOneGroup]:
     """Queries with the same fingerprint from the same user call stack."""
-    buckets: dict[tuple[str, str, tuple[tuple[int | str, int], ...]], list[int]] = {}
+    buckets: dict[tuple[str, str, tuple[RawFrame, ...]], list[int]] = {}
     for index, query in enumerate(raw):
         if is_transaction_control(query.sql):
             # Savepoints get a new name each time; they are never the user's N+1.
             continue
-        key = (query.alias, queries[index].fingerprint, _stack_key(query.stack))
+        key = (query.alias, queries[index].fingerprint, query.stack)
         buckets.setdefault(key, []).append(index)
     repeated = [indexes for indexes in buckets.values() if len(indexes) >= threshold]
     relations = {_relation_of(raw, indexes)[0] for indexes in repeated} - {None}
@@ -115,11 +114,6 @@ def n_plus_one_groups(
             )
         )
     return groups
-
-
-def _stack_key(stack: tuple[RawFrame, ...]) -> tuple[tuple[int | str, int], ...]:
-    # Code objects hash by content, slowly; their identity is what matters.
-    return tuple((where if isinstance(where, str) else id(where), line) for where, line in stack)
 
 
 def suggestion(sql: str, path: tuple[Segment, ...]) -> str | None:
@@ -163,14 +157,24 @@ def _relation_of(
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 
 
+#: Call-site lists by raw stack. Every query of a loop, and the same page
+#: requested again, has an equal stack: sharing one list keeps the ring
+#: buffer small and the garbage collector's work with it.
+_stacks: dict[tuple[RawFrame, ...], list[CallSite]] = {}
+
+
 def _query_record(index: int, query: RawQuery, record_params: bool) -> QueryRecord:
-    stack = [_callsite(entry) for entry in query.stack]
-    for position, site in enumerate(stack[:-1]):
-        outer = stack[position + 1]
-        if site.function in _COMPREHENSIONS and outer.file == site.file:
-            # Python < 3.12 runs a comprehension as a function of its own;
-            # the developer wrote it in the enclosing function.
-            stack[position] = CallSite(site.file, site.line, outer.function)
+    stack = _stacks.get(query.stack)
+    if stack is None:
+        stack = [_callsite(entry) for entry in query.stack]
+        for position, site in enumerate(stack[:-1]):
+            outer = stack[position + 1]
+            if site.function in _COMPREHENSIONS and outer.file == site.file:
+                # Python < 3.12 runs a comprehension as a function of its own;
+                # the developer wrote it in the enclosing function.
+                stack[position] = CallSite(site.file, site.line, outer.function)
+        if len(_stacks) < 10_000:
+            _stacks[query.stack] = stack
     return QueryRecord(
         index=index,
         alias=query.alias,
@@ -187,24 +191,22 @@ def _query_record(index: int, query: RawQuery, record_params: bool) -> QueryReco
     )
 
 
-#: Call sites by ``(id(code) or template name, line)``; code objects stay
-#: alive in ``capture`` so their ids are not reused.
-_callsites: dict[tuple[int | str, int], CallSite] = {}
+#: Call sites by raw frame; code objects stay alive in
+#: ``capture.code_objects`` so their ids are never reused.
+_callsites: dict[RawFrame, CallSite] = {}
 
 
 def _callsite(entry: RawFrame) -> CallSite:
-    where, line = entry
-    key = (where if isinstance(where, str) else id(where), line)
-    site = _callsites.get(key)
+    site = _callsites.get(entry)
     if site is None:
-        if isinstance(where, CodeType):
-            site = CallSite(
-                file=relative_path(where.co_filename), line=line, function=where.co_name
-            )
+        where, line = entry
+        if isinstance(where, int):
+            code = code_objects[where]
+            site = CallSite(file=relative_path(code.co_filename), line=line, function=code.co_name)
         else:
             site = CallSite(file=where, line=line, function=CallSite.TEMPLATE)
         if len(_callsites) < 50_000:
-            _callsites[key] = site
+            _callsites[entry] = site
     return site
 
 
@@ -227,9 +229,14 @@ def _params_key(params: Any) -> Any:
         return repr(params)
 
 
+_PLAIN = (int, float, bool, type(None))
+
+
 def _json_params(params: Any) -> Any:
     if params is None:
         return None
+    if params.__class__ in (tuple, list) and all(p.__class__ in _PLAIN for p in params):
+        return list(params)  # the common case: numbers only
     if isinstance(params, dict):
         return {str(key): _json_value(value) for key, value in params.items()}
     if isinstance(params, (list, tuple)):

@@ -22,9 +22,11 @@ from time import perf_counter
 from types import CodeType, FrameType
 from typing import Any
 
-#: A stack entry as captured: ``(code, line)`` for Python code,
-#: ``(template_name, line)`` for a template node.
-RawFrame = tuple["CodeType | str", int]
+#: A stack entry as captured: ``(id(code), line)`` for Python code (the code
+#: object is kept in ``code_objects``), ``(template_name, line)`` for a
+#: template node. Plain ints and strings hash fast, so analysis can group by
+#: whole stacks cheaply.
+RawFrame = tuple["int | str", int]
 #: One step of the path from a root queryset to a related object:
 #: ``(attribute, kind)`` with kind ``single``, ``multi`` or ``generic``.
 Segment = tuple[str, str]
@@ -97,6 +99,8 @@ class Recorder:
         #: what lies beyond (server, test client) is the same for every query
         #: of the request and never a call site.
         self.boundary: Any = None
+        #: Outer parts of the stack already walked, by frame: see capture_stack.
+        self.tails: dict[int, tuple[Any, int, tuple[RawFrame, ...]]] = {}
         #: Objects loaded lazily, by id: ``(obj, parent, attribute, kind)``.
         self.parents: dict[int, tuple[Any, Any, str, str]] = {}
         #: Cached result of analysis, filled by whoever finishes first.
@@ -114,15 +118,17 @@ class Recorder:
         error: str | None,
         frame: FrameType | None,
     ) -> None:
+        query = None
+        # Read without the lock: racing threads may at worst store one query
+        # fewer than the cap; the count below stays exact.
+        if len(self.queries) < self.max_queries:
+            stack = capture_stack(frame, self.stack_depth, self.task, self.boundary, self.tails)
+            query = RawQuery(alias, sql, params, many, start - self.started, duration, error, stack)
         with self._lock:
             self.count += 1
             self.db_time += duration
-            if len(self.queries) >= self.max_queries:
-                return
-        stack = capture_stack(frame, self.stack_depth, self.task, self.boundary)
-        query = RawQuery(alias, sql, params, many, start - self.started, duration, error, stack)
-        with self._lock:
-            self.queries.append(query)
+            if query is not None and len(self.queries) < self.max_queries:
+                self.queries.append(query)
 
     def mark(self) -> tuple[int, int]:
         """Where the recorder stands now, for ``tag_since``."""
@@ -273,14 +279,15 @@ _BRIDGE = 3
 
 #: Kind of each code object seen, by ``id()``. A code object's own hash is
 #: computed from its bytecode and constants on every call, far too slow for
-#: the per-query path; ``_seen`` keeps the objects alive so ids stay unique.
+#: the per-query path; ``code_objects`` keeps them alive so ids stay unique.
 _kinds: dict[int, int] = {}
-_seen: list[CodeType] = []
+#: The code objects behind the ids in ``_kinds`` and in captured stacks.
+code_objects: dict[int, CodeType] = {}
 
 
 def _kind(code: CodeType) -> int:
     kind = _classify(code)
-    _seen.append(code)
+    code_objects[id(code)] = code
     _kinds[id(code)] = kind
     return kind
 
@@ -334,11 +341,16 @@ def _classify(code: CodeType) -> int:
     return _USER
 
 
+#: Frames whose walk outwards is remembered, per request.
+_MAX_TAILS = 64
+
+
 def capture_stack(
     frame: FrameType | None,
     depth: int,
     task: asyncio.Task[Any] | None = None,
     boundary: Any = None,
+    tails: dict[int, tuple[Any, int, tuple[RawFrame, ...]]] | None = None,
 ) -> tuple[RawFrame, ...]:
     """User and template frames from ``frame`` outwards, innermost first.
 
@@ -346,19 +358,30 @@ def capture_stack(
     ORM call from an async view), the awaiting coroutines' frames are
     spliced in: the view's ``await`` line is the call site, not the worker
     thread's frames.
+
+    ``tails`` remembers, for user and template frames, what lies beyond them.
+    A frame that is still executing the same instruction (``f_lasti``) has
+    the same callers as before, so the next query of a loop stops its walk
+    at the loop's frame instead of climbing to the middleware again.
     """
     stack: list[RawFrame] = []
     get_kind = _kinds.get
+    visited: list[tuple[Any, int, int]] = []  # (frame, f_lasti, len(stack) before it)
+    tail: tuple[RawFrame, ...] = ()
     while frame is not None and frame is not boundary:
         code = frame.f_code
         kind = get_kind(id(code))
         if kind is None:
             kind = _kind(code)
         if kind:  # _LIBRARY is 0: the common case costs one test
-            if kind == 1:  # _USER
-                stack.append((code, frame.f_lineno))
-                if len(stack) >= depth:
+            if tails is not None and kind != 3:
+                known = tails.get(id(frame))
+                if known is not None and known[0] is frame and known[1] == frame.f_lasti:
+                    tail = known[2]
                     break
+                visited.append((frame, frame.f_lasti, len(stack)))
+            if kind == 1:  # _USER
+                stack.append((id(code), frame.f_lineno))
             elif kind == 2:  # _TEMPLATE
                 node = frame.f_locals.get("self")
                 token = getattr(node, "token", None)
@@ -371,6 +394,15 @@ def capture_stack(
                     _awaiting_frames(local.get("loop"), local.get("task_context"), task, boundary)
                 )
         frame = frame.f_back
+    if tail:
+        stack.extend(tail)
+    if tails is not None and visited:
+        if len(tails) + len(visited) > _MAX_TAILS:
+            # Frames made afresh per iteration pile up; the loop's own frame
+            # is re-learnt by the next walk.
+            tails.clear()
+        for seen_frame, lasti, position in visited:
+            tails[id(seen_frame)] = (seen_frame, lasti, tuple(stack[position:]))
     return tuple(stack[:depth])
 
 
@@ -422,7 +454,7 @@ def _user_frames(frames: Iterator[FrameType]) -> list[RawFrame]:
         if kind is None:
             kind = _kind(code)
         if kind == _USER:
-            result.append((code, frame.f_lineno))
+            result.append((id(code), frame.f_lineno))
     return result
 
 

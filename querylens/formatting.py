@@ -36,4 +36,3 @@ def highlight_sql(sql: str, *, reformat: bool = True) -> SafeString:
     if len(text) > MAX_FORMATTED_LENGTH:
         return mark_safe(escape(text))
     return mark_safe(str(highlight(text, _lexer, _formatter)))
-

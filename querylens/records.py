@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallSite:
     """A place in the user's code or templates: ``file:line`` in ``function``.
 
@@ -24,7 +24,7 @@ class CallSite:
     line: int
     function: str
 
-    TEMPLATE = "<template>"
+    TEMPLATE: ClassVar[str] = "<template>"
 
     @property
     def is_template(self) -> bool:
@@ -43,7 +43,7 @@ class CallSite:
         return cls(file=str(data["file"]), line=int(data["line"]), function=str(data["function"]))
 
 
-@dataclass
+@dataclass(slots=True)
 class QueryRecord:
     """One query of a request."""
 

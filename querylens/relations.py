@@ -106,7 +106,9 @@ def _single_loader(
             if recorder.count != mark[0]:
                 try:
                     attribute, kind = describe(self)
-                    path, weak_via = origin(recorder, instance)
+                    # The object just loaded sits in the instance's cache now:
+                    # it says nothing about how the instance was reached.
+                    path, weak_via = origin(recorder, instance, skip=attribute)
                     path = (*path, (attribute, kind))
                     recorder.tag_since(mark, label_of(instance, attribute), path, weak_via)
                     if value is not None:
@@ -167,7 +169,9 @@ def _tagged_execute_sql(original: Callable[..., Any]) -> Callable[..., Any]:
     return execute_sql
 
 
-def origin(recorder: Recorder, instance: Any) -> tuple[tuple[Segment, ...], str | None]:
+def origin(
+    recorder: Recorder, instance: Any, skip: str | None = None
+) -> tuple[tuple[Segment, ...], str | None]:
     """The path from a root queryset to ``instance``.
 
     Returns ``(path, weak_via)``. ``weak_via`` names a relation whose N+1
@@ -187,7 +191,7 @@ def origin(recorder: Recorder, instance: Any) -> tuple[tuple[Segment, ...], str 
             path.append((attribute, kind))
             current = parent
             continue
-        step = _reached_through(current, seen)
+        step = _reached_through(current, seen, skip if current is instance else None)
         if step is None:
             break
         parent, attribute, certain = step
@@ -199,7 +203,9 @@ def origin(recorder: Recorder, instance: Any) -> tuple[tuple[Segment, ...], str 
     return tuple(path), weak_via
 
 
-def _reached_through(instance: Any, seen: set[int]) -> tuple[Any, str, bool] | None:
+def _reached_through(
+    instance: Any, seen: set[int], skip: str | None = None
+) -> tuple[Any, str, bool] | None:
     """The parent whose reverse relation likely produced ``instance``.
 
     Django caches the parent on children loaded through a reverse foreign key
@@ -213,6 +219,8 @@ def _reached_through(instance: Any, seen: set[int]) -> tuple[Any, str, bool] | N
         return None
     guess = None
     for name, parent in cache.items():
+        if name == skip:
+            continue
         # Skip what the walk has passed already: book.author cached on a book
         # loaded by author.books must not send us back to the book.
         if parent is None or id(parent) in seen or not hasattr(parent, "_meta"):
