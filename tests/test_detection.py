@@ -235,3 +235,13 @@ async def test_async_clean_twin_has_no_n_plus_one(async_client: object) -> None:
     # A fresh connection may run session set-up (MariaDB's SET ...) first.
     assert len([q for q in record.queries if "tests_book" in q.sql]) == 1
     assert record.n_plus_one == []
+
+
+def test_one_helper_called_from_two_lines_is_two_groups(client: Client) -> None:
+    record = fetch(client, "two_callers")
+    assert [group.count for group in record.n_plus_one] == [3, 3]
+    for group, caller in zip(record.n_plus_one, ("caller_one", "caller_two"), strict=True):
+        assert group.callsite is not None and group.callsite.line == line_of("helper")
+        stack = record.queries[group.query_indexes[-1]].stack
+        assert (stack[1].file, stack[1].line) == (VIEWS_FILE, line_of(caller))
+        assert stack[1].function == "two_callers"

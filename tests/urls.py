@@ -39,6 +39,7 @@ _names = [
     "async_get_loop",
     "async_fixed",
     "json_ok",
+    "two_callers",
 ]
 
 urlpatterns = [

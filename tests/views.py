@@ -204,3 +204,14 @@ async def async_fixed(request: HttpRequest) -> HttpResponse:
 
 def json_ok(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"count": Book.objects.count()})
+
+
+def _author_name(book: Book) -> str:
+    return book.author.name  # line: helper
+
+
+def two_callers(request: HttpRequest) -> HttpResponse:
+    books = list(Book.objects.order_by("pk"))
+    first = [_author_name(book) for book in books[:3]]  # line: caller_one
+    second = [_author_name(book) for book in books[3:]]  # line: caller_two
+    return _text(first + second)
