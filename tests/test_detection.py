@@ -241,7 +241,8 @@ def test_one_helper_called_from_two_lines_is_two_groups(client: Client) -> None:
     record = fetch(client, "two_callers")
     assert [group.count for group in record.n_plus_one] == [3, 3]
     for group, caller in zip(record.n_plus_one, ("caller_one", "caller_two"), strict=True):
-        assert group.callsite is not None and group.callsite.line == line_of("helper")
+        assert group.callsite is not None
+        assert group.callsite.line == line_of("helper")
         stack = record.queries[group.query_indexes[-1]].stack
         assert (stack[1].file, stack[1].line) == (VIEWS_FILE, line_of(caller))
         assert stack[1].function == "two_callers"
