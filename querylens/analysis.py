@@ -10,6 +10,7 @@ import decimal
 import os
 import re
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -58,6 +59,36 @@ def build_record(
         duplicates=duplicates,
         n_plus_one=groups,
         truncated=recorder.count - len(raw),
+    )
+
+
+def record_request(
+    recorder: Recorder,
+    request: Any,
+    response: Any,
+    *,
+    request_id: str,
+    started_at: dt.datetime,
+    started: float,
+) -> RequestRecord:
+    """Analyse a recorder's queries as the record of one Django request.
+
+    ``started`` is the ``time.perf_counter()`` reading when measuring began.
+    """
+    from querylens.conf import conf
+
+    match = getattr(request, "resolver_match", None)
+    return build_record(
+        recorder,
+        request_id=request_id,
+        method=request.method or "",
+        path=request.path,
+        view=getattr(match, "_func_path", None),
+        status=getattr(response, "status_code", None),
+        started_at=started_at,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        threshold=conf.N_PLUS_ONE_THRESHOLD,
+        record_params=conf.RECORD_PARAMS,
     )
 
 

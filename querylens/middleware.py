@@ -19,7 +19,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
 from querylens import capture
-from querylens.analysis import build_record
+from querylens.analysis import record_request
 from querylens.capture import Recorder
 from querylens.conf import conf
 from querylens.records import RequestRecord
@@ -158,18 +158,13 @@ class QueryLensMiddleware:
             # The toolbar panel, inside us, analysed the request already: one
             # record, one id, whoever finishes first.
             return recorder.record  # type: ignore[no-any-return]
-        match = getattr(request, "resolver_match", None)
-        record = build_record(
+        record = record_request(
             recorder,
+            request,
+            response,
             request_id=measurement.request_id,
-            method=request.method or "",
-            path=request.path,
-            view=getattr(match, "_func_path", None),
-            status=getattr(response, "status_code", None),
             started_at=measurement.started_at,
-            duration_ms=(time.perf_counter() - measurement.started) * 1000,
-            threshold=conf.N_PLUS_ONE_THRESHOLD,
-            record_params=conf.RECORD_PARAMS,
+            started=measurement.started,
         )
         recorder.record = record
         return record

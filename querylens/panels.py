@@ -41,7 +41,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.cache import never_cache
 
 from querylens import capture
-from querylens.analysis import build_record
+from querylens.analysis import record_request
 from querylens.capture import Recorder
 from querylens.conf import conf
 from querylens.fingerprint import statement_kind
@@ -247,18 +247,13 @@ class QueryLensPanel(Panel):
     def _build(
         self, request: HttpRequest, response: HttpResponse, recorder: Recorder
     ) -> RequestRecord:
-        match = getattr(request, "resolver_match", None)
-        return build_record(
+        return record_request(
             recorder,
+            request,
+            response,
             request_id=secrets.token_urlsafe(12),
-            method=request.method or "",
-            path=request.path,
-            view=getattr(match, "_func_path", None),
-            status=getattr(response, "status_code", None),
             started_at=self._started_at,
-            duration_ms=(time.perf_counter() - self._started) * 1000,
-            threshold=conf.N_PLUS_ONE_THRESHOLD,
-            record_params=conf.RECORD_PARAMS,
+            started=self._started,
         )
 
     def _stylesheet(self) -> SafeString:

@@ -235,7 +235,7 @@ def test_an_error_inside_analysis_is_logged_and_the_response_goes_out(
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("analysis bug")
 
-    monkeypatch.setattr(querylens.middleware, "build_record", explode)
+    monkeypatch.setattr(querylens.middleware, "record_request", explode)
     settings.QUERYLENS = {"HEADERS": "always"}
     with caplog.at_level(logging.ERROR, logger="querylens"):
         response = client.get("/fk_loop/")

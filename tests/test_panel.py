@@ -591,7 +591,7 @@ def test_analysis_error_leaves_the_page_alone(
         raise RuntimeError("analysis bug")
 
     enable_toolbar(settings, monkeypatch, "panel_only")
-    monkeypatch.setattr(querylens.panels, "build_record", explode)
+    monkeypatch.setattr(querylens.panels, "record_request", explode)
     response = client.get("/fk_loop/")
     assert response.status_code == 200
     assert sidebar_subtitle(response.content.decode()) == "error"
