@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import sysconfig
@@ -30,6 +31,74 @@ RawFrame = tuple["int | str", int]
 #: One step of the path from a root queryset to a related object:
 #: ``(attribute, kind)`` with kind ``single``, ``multi`` or ``generic``.
 Segment = tuple[str, str]
+
+logger = logging.getLogger("querylens")
+
+#: Longest SQL text kept per query; longer statements keep their head and a
+#: marker with the original length, so a huge statement repeated in a loop
+#: cannot grow the process by its size each time.
+MAX_SQL_CHARS = 64 * 1024
+#: Longest string or bytes parameter kept per query, likewise.
+MAX_PARAM_CHARS = 64 * 1024
+_SIZED = (str, bytes, bytearray)
+
+#: Places that already logged an internal error (each logs once per process).
+_reported: set[str] = set()
+
+
+def report_internal_error(where: str) -> None:
+    """Log an error of querylens's own, once per ``where``; never raises.
+
+    Called from ``except`` blocks around querylens's code on the user's path:
+    the user's query and response go on unharmed, the log says what failed.
+    """
+    try:
+        if where in _reported:
+            return
+        logger.warning(
+            "querylens failed while %s; the request goes on unrecorded there "
+            "(logged once per process)",
+            where,
+            exc_info=True,
+        )
+        # Only once it is logged: out of stack, the next failure tries again.
+        _reported.add(where)
+    except Exception:  # a broken logging handler must not reach the user either
+        pass
+
+
+def truncated_sql(sql: str) -> str:
+    """``sql`` cut to ``MAX_SQL_CHARS``, with a marker saying how long it was."""
+    return f"{sql[:MAX_SQL_CHARS]} /* querylens: truncated, {len(sql)} characters */"
+
+
+def kept_params(params: Any, many: bool) -> Any:
+    """What is recorded of ``params``: a copy the application cannot mutate later.
+
+    Django passes tuples (immutable, kept as they are); raw cursors often
+    pass a list or a dict. Long strings and bytes are cut to
+    ``MAX_PARAM_CHARS``. ``executemany`` parameter lists may be one-shot
+    iterators that the driver consumed: only lists and tuples are kept.
+    """
+    cls = params.__class__
+    if many:
+        return list(params) if cls is list or cls is tuple else None
+    if cls is tuple or cls is list:
+        for value in params:
+            if value.__class__ in _SIZED and len(value) > MAX_PARAM_CHARS:
+                return [_capped(v) for v in params]
+        return params if cls is tuple else params.copy()
+    if cls is dict:
+        return {key: _capped(value) for key, value in params.items()}
+    return params
+
+
+def _capped(value: Any) -> Any:
+    if value.__class__ in _SIZED and len(value) > MAX_PARAM_CHARS:
+        if isinstance(value, str):
+            return f"{value[:MAX_PARAM_CHARS]}… [querylens: truncated, {len(value)} characters]"
+        return f"<{len(value)} bytes>"
+    return value
 
 
 class RawQuery:
@@ -123,6 +192,10 @@ class Recorder:
         # fewer than the cap; the count below stays exact.
         if len(self.queries) < self.max_queries:
             stack = capture_stack(frame, self.stack_depth, self.task, self.boundary, self.tails)
+            if len(sql) > MAX_SQL_CHARS:
+                sql = truncated_sql(sql)
+            if params is not None:
+                params = kept_params(params, many)
             query = RawQuery(alias, sql, params, many, start - self.started, duration, error, stack)
         with self._lock:
             self.count += 1
@@ -229,15 +302,34 @@ def execute_wrapper(
     try:
         return execute(sql, params, many, context)
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        error = _error_text(exc)
         raise
     finally:
         duration = perf_counter() - start
-        if sql.__class__ is not str:
-            sql = _sql_text(sql, context)
-        recorder.add(
-            context["connection"].alias, sql, params, many, start, duration, error, sys._getframe(1)
-        )
+        try:
+            if sql.__class__ is not str:
+                sql = _sql_text(sql, context)
+            recorder.add(
+                context["connection"].alias,
+                sql,
+                params,
+                many,
+                start,
+                duration,
+                error,
+                sys._getframe(1),
+            )
+        except Exception:
+            # The query ran (or raised its own error, which goes on up):
+            # nothing of ours may change what the application sees.
+            report_internal_error("recording a query")
+
+
+def _error_text(exc: Exception) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"[:500]
+    except Exception:  # an exception whose str() fails
+        return type(exc).__name__
 
 
 def _sql_text(sql: Any, context: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.functional import LazyObject, empty
 
 from querylens import capture
 from querylens.analysis import record_request
@@ -74,7 +75,7 @@ class QueryLensMiddleware:
             response = self.get_response(request)
         finally:
             self._stop(measurement)
-        user = _user_sync(request) if self._needs_user() else None
+        user = loaded_user(request) if self._needs_user() else None
         return self._finish(request, response, measurement, user)  # type: ignore[arg-type]
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -87,7 +88,7 @@ class QueryLensMiddleware:
             response = await self.get_response(request)  # type: ignore[misc]
         finally:
             self._stop(measurement)
-        user = await _user_async(request) if self._needs_user() else None
+        user = loaded_user(request) if self._needs_user() else None
         if _stores_in_memory():
             return self._finish(request, response, measurement, user)
         # Writing to a shared storage is network I/O: keep it off the event loop.
@@ -198,19 +199,27 @@ def _headers_allowed(user: Any) -> bool:
     return False
 
 
-def _user_sync(request: HttpRequest) -> Any:
-    return getattr(request, "user", None)
+def loaded_user(request: HttpRequest) -> Any:
+    """The request's user if the application loaded it already, else None.
 
-
-async def _user_async(request: HttpRequest) -> Any:
-    auser = getattr(request, "auser", None)
-    if auser is None:
-        return getattr(request, "user", None)
-    try:
-        return await auser()
-    except Exception:
-        logger.exception("querylens could not load the user of %s", request.path)
+    Loading it here would read the session and the user table after the
+    view: queries the application does not run, which break its
+    ``assertNumQueries`` tests. So only a user already in hand counts:
+    ``AuthenticationMiddleware``'s lazy ``request.user`` once evaluated (or
+    ``await request.auser()`` once awaited), or a user object an
+    authentication layer (Django REST framework, say) assigned directly.
+    """
+    state = request.__dict__
+    for cached in ("_cached_user", "_acached_user"):
+        if cached in state:
+            return state[cached]
+    user = state.get("user")
+    if user is None:
         return None
+    if isinstance(user, LazyObject):
+        wrapped = user._wrapped
+        return None if wrapped is empty else wrapped
+    return user
 
 
 def _excluded_path(path: str) -> bool:

@@ -20,13 +20,10 @@ A tag also records the *path* from the root queryset to the relation
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from typing import Any
 
-from querylens.capture import Recorder, Segment, current_recorder
-
-logger = logging.getLogger("querylens")
+from querylens.capture import Recorder, Segment, current_recorder, report_internal_error
 
 SINGLE = "single"
 MULTI = "multi"
@@ -114,7 +111,7 @@ def _single_loader(
                     if value is not None:
                         recorder.parents[id(value)] = (value, instance, attribute, kind)
                 except Exception:  # never let attribution break the user's code
-                    logger.debug("querylens: could not attribute a lazy load", exc_info=True)
+                    report_internal_error("naming the relation of a lazy load")
 
     return __get__
 
@@ -127,7 +124,11 @@ def _manager_factory(
     @functools.wraps(original)
     def factory(*args: Any, **kwargs: Any) -> type:
         manager_class = original(*args, **kwargs)
-        attribute = describe(*args, **kwargs)
+        try:
+            attribute = describe(*args, **kwargs)
+        except Exception:  # an unknown relation: leave its manager as Django made it
+            report_internal_error("preparing a related manager")
+            return manager_class
         kind = GENERIC if original.__name__ == "create_generic_related_manager" else MULTI
         get_queryset = manager_class.get_queryset  # type: ignore[attr-defined]
 
@@ -144,7 +145,7 @@ def _manager_factory(
                         weak_via,
                     )
                 except Exception:
-                    logger.debug("querylens: could not tag a related manager", exc_info=True)
+                    report_internal_error("tagging a related manager's queryset")
             return queryset
 
         manager_class.get_queryset = tagged_get_queryset  # type: ignore[attr-defined]
@@ -164,7 +165,10 @@ def _tagged_execute_sql(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return original(self, *args, **kwargs)
         finally:
-            recorder.tag_since(mark, *tag)
+            try:
+                recorder.tag_since(mark, *tag)
+            except Exception:
+                report_internal_error("naming the relation of a related manager's query")
 
     return execute_sql
 

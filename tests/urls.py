@@ -40,6 +40,11 @@ _names = [
     "async_fixed",
     "json_ok",
     "two_callers",
+    "whoami",
+    "async_whoami",
+    "mutated_params",
+    "huge_statement",
+    "deep_recursion",
 ]
 
 urlpatterns = [

@@ -215,3 +215,77 @@ def two_callers(request: HttpRequest) -> HttpResponse:
     first = [_author_name(book) for book in books[:3]]  # line: caller_one
     second = [_author_name(book) for book in books[3:]]  # line: caller_two
     return _text(first + second)
+
+
+def whoami(request: HttpRequest) -> HttpResponse:
+    """Reads ``request.user`` (as most pages of a real site do), then loops."""
+    names = [request.user.get_username() or "anonymous"]
+    names += [book.author.name for book in Book.objects.order_by("pk")]  # line: whoami
+    return _text(names)
+
+
+async def async_whoami(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    names = [user.get_username() or "anonymous"]
+    async for book in Book.objects.order_by("pk"):
+        author = await Author.objects.aget(pk=book.author_id)
+        names.append(author.name)
+    return _text(names)
+
+
+def mutated_params(request: HttpRequest) -> HttpResponse:
+    """A raw cursor whose params list the code reuses and changes afterwards."""
+    params: list[object] = ["first"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM tests_author WHERE name = %s", params)
+        rows = cursor.fetchall()
+        params[0] = "changed after the query"
+        params.append("and grown")
+    return _text([len(rows)])
+
+
+#: How many times ``huge_statement`` runs its statement; its SQL text is
+#: ``HUGE_SQL_CHARS`` characters long, built afresh each time.
+HUGE_REPEATS = 20
+HUGE_SQL_CHARS = 10 * 1024 * 1024
+
+
+def huge_statement(request: HttpRequest) -> HttpResponse:
+    rows = 0
+    with connection.cursor() as cursor:
+        for number in range(HUGE_REPEATS):
+            head, tail = f"SELECT {number} /* ", " */"
+            cursor.execute(head + "x" * (HUGE_SQL_CHARS - len(head) - len(tail)) + tail)
+            rows += len(cursor.fetchall())
+    return _text([rows])
+
+
+def deep_recursion(request: HttpRequest) -> HttpResponse:
+    """Runs one query ``?spare=N`` frames short of Python's recursion limit.
+
+    Answers ``ok <count>``, or ``overflow`` when the query itself ran out of
+    stack: the test compares the smallest ``spare`` that works with and
+    without querylens.
+    """
+
+    def depth_left(depth: int) -> int:
+        try:
+            return depth_left(depth + 1)
+        except RecursionError:
+            return depth
+
+    floor = depth_left(0)
+    target = floor - int(request.GET.get("spare", "100"))
+    results: list[str] = []
+
+    def query_at(depth: int) -> None:
+        if depth < target:
+            query_at(depth + 1)
+            return
+        try:
+            results.append(f"ok {Book.objects.count()}")
+        except RecursionError:
+            results.append("overflow")
+
+    query_at(0)
+    return HttpResponse(results[0])
