@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import NoReverseMatch, URLPattern, path, reverse
@@ -12,22 +13,15 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse
 from querylens.models import HotspotsPage, RequestsPage
 
 
-def _is_staff(request: HttpRequest) -> bool:
-    user = request.user
-    return bool(user.is_active and user.is_staff)
-
-
 class PageLinkAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """An app-list entry whose only view redirects to a querylens page."""
+    """An app-list entry whose only view redirects to a querylens page.
+
+    Django's own permission checks apply: the entry shows to staff with the
+    model's "view" permission (``querylens.permissions``).
+    """
 
     #: Name of the querylens URL the entry opens.
     url_name = "querylens:hotspots"
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return _is_staff(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return _is_staff(request)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -43,6 +37,8 @@ class PageLinkAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return [path("", self.admin_site.admin_view(self.open_page), name=name)]
 
     def open_page(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         try:
             return HttpResponseRedirect(reverse(self.url_name))
         except NoReverseMatch:

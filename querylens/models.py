@@ -2,8 +2,10 @@
 
 The admin builds its index and sidebar from registered models only, so two
 unmanaged models without fields stand for the pages: no table is created
-(``managed = False``), no permission either (``default_permissions = ()``),
-and ``querylens.admin`` sends their "change list" to the real pages.
+(``managed = False``). They carry querylens's permissions (see
+``querylens.permissions``): a "view" permission each, and on the requests
+page the stronger ``explain_query``. ``querylens.admin`` sends their
+"change list" to the real pages.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from django.db import models
 class HotspotsPage(models.Model):
     class Meta:
         managed = False
-        default_permissions = ()
+        default_permissions = ("view",)
         verbose_name = "N+1 hotspots"
         verbose_name_plural = "N+1 hotspots"
 
@@ -25,7 +27,8 @@ class HotspotsPage(models.Model):
 class RequestsPage(models.Model):
     class Meta:
         managed = False
-        default_permissions = ()
+        default_permissions = ("view",)
+        permissions = [("explain_query", "Can run EXPLAIN on recorded queries")]
         verbose_name = "recorded requests"
         verbose_name_plural = "recorded requests"
 

@@ -1,8 +1,9 @@
-"""The staff-only admin pages: hotspots, requests, one request, EXPLAIN.
+"""The admin pages: hotspots, requests, one request, EXPLAIN.
 
 Views stay thin: the numbers come from ``querylens.hotspots`` and the plans
-from ``querylens.explain``. Every page is for active staff users only;
-anonymous visitors go to the admin login, everybody else gets a 403.
+from ``querylens.explain``. Every page needs active staff with querylens's
+permission for it (``querylens.permissions``); anonymous visitors go to the
+admin login, everybody else gets a 403.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from querylens import permissions
 from querylens.conf import conf
 from querylens.explain import explain_query
 from querylens.hotspots import (
@@ -49,26 +51,32 @@ class StorageUnavailable(Exception):
     """The storage backend failed; the page says so instead of crashing."""
 
 
-def staff_required(view: View) -> View:
-    """Active staff only: the login page for anonymous users, 403 for the rest."""
+def permission_required(permission: str) -> Callable[[View], View]:
+    """Active staff with ``permission`` only (see ``querylens.permissions``).
 
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user = request.user
-        if not user.is_authenticated:
-            return redirect_to_login(request.get_full_path(), _login_url())
-        if not (user.is_active and user.is_staff):
-            raise PermissionDenied
-        try:
-            return view(request, *args, **kwargs)
-        except StorageUnavailable:
-            return _storage_unavailable(request)
+    Anonymous users get the login page, everybody else a 403 with no data.
+    """
 
-    return wrapper
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            user = request.user
+            if not user.is_authenticated:
+                return redirect_to_login(request.get_full_path(), _login_url())
+            if not permissions.allowed(user, permission):
+                raise PermissionDenied
+            try:
+                return view(request, *args, **kwargs)
+            except StorageUnavailable:
+                return _storage_unavailable(request)
+
+        return wrapper
+
+    return decorator
 
 
 @never_cache
-@staff_required
+@permission_required(permissions.VIEW_HOTSPOTS)
 @require_GET
 def hotspots(request: HttpRequest) -> HttpResponse:
     report = build_report(_recent())
@@ -85,7 +93,7 @@ def hotspots(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@staff_required
+@permission_required(permissions.VIEW_REQUESTS)
 @require_GET
 def requests(request: HttpRequest) -> HttpResponse:
     path = request.GET.get("path", "")[:200]
@@ -106,7 +114,7 @@ def requests(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@staff_required
+@permission_required(permissions.VIEW_REQUESTS)
 @require_GET
 def request_detail(request: HttpRequest, request_id: str) -> HttpResponse:
     record = _record(request_id)
@@ -144,7 +152,7 @@ def request_detail(request: HttpRequest, request_id: str) -> HttpResponse:
 
 
 @never_cache
-@staff_required
+@permission_required(permissions.EXPLAIN)
 @require_POST
 def explain(request: HttpRequest, request_id: str, index: int) -> HttpResponse:
     record = _record(request_id)

@@ -56,3 +56,25 @@ def closes_connections(test: Callable[..., None]) -> Callable[..., None]:
             connections.close_all()
 
     return wrapper
+
+
+ALL_PERMISSIONS = (
+    "querylens.view_hotspotspage",
+    "querylens.view_requestspage",
+    "querylens.explain_query",
+)
+
+
+def querylens_staff(
+    username: str, password: str | None = "x", *, perms: tuple[str, ...] = ALL_PERMISSIONS
+) -> Any:
+    """An active staff user holding ``perms`` (querylens's, by default all three)."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, password=password, is_staff=True)
+    codenames = [perm.split(".", 1)[1] for perm in perms]
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="querylens", codename__in=codenames)
+    )
+    assert user.user_permissions.count() == len(perms), "a querylens permission is missing"
+    return User.objects.get(pk=user.pk)  # fresh: no stale permission cache

@@ -20,7 +20,7 @@ from django.db import connection
 from querylens.storage import get_storage
 from querylens.testing import recorded
 from tests.factories import make_library
-from tests.helpers import closes_connections
+from tests.helpers import closes_connections, querylens_staff
 from tests.models import Book
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def empty_buffer() -> Iterator[None]:
 
 @pytest.fixture
 def staff(transactional_db: None) -> User:
-    return User.objects.create_user("ada", password=PASSWORD, is_staff=True)
+    return querylens_staff("ada", PASSWORD)
 
 
 def log_in(page: Page, base: str, next_url: str) -> None:
@@ -177,7 +177,7 @@ def test_dark_mode_keeps_the_pages_readable(
 def test_explain_analyze_on_postgres_shows_the_tree(
     page: Page, live_server: Any, artifacts_dir: Path
 ) -> None:
-    User.objects.create_user("ada", password=PASSWORD, is_staff=True)
+    querylens_staff("ada", PASSWORD)
     make_library(authors=3, books_per_author=2, using="postgres")
     with recorded() as result:
         books = Book.objects.using("postgres").select_related("publisher").order_by("title")

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.db import connections
 from django.test.testcases import LiveServerThread
 
 from querylens.storage import get_storage
 from tests.factories import make_library
-from tests.helpers import VIEWS_FILE, closes_connections, line_of
+from tests.helpers import VIEWS_FILE, closes_connections, line_of, querylens_staff
 from tests.test_panel import enable_toolbar
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def base(settings: Any, monkeypatch: pytest.MonkeyPatch, transactional_db: None)
     # The toolbar outside QueryLensMiddleware: the panel shows the record the
     # middleware stored, so the admin link and EXPLAIN have a request to use.
     enable_toolbar(settings, monkeypatch, "toolbar_outside")
-    User.objects.create_user("grace", password=PASSWORD, is_staff=True)
+    querylens_staff("grace", PASSWORD)
     shared = {}
     for connection in connections.all():
         # An in-memory SQLite database exists only on this connection.

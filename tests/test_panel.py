@@ -32,7 +32,7 @@ from querylens.capture import recording
 from querylens.records import RequestRecord
 from querylens.storage import get_storage, reset_storage
 from tests.factories import make_library
-from tests.helpers import VIEWS_FILE, line_of
+from tests.helpers import VIEWS_FILE, line_of, querylens_staff
 from tests.models import Book
 
 PANEL = "querylens.panels.QueryLensPanel"
@@ -500,6 +500,27 @@ def test_panels_rendered_inline(
 # -- admin link and EXPLAIN -----------------------------------------------------------
 
 
+def test_panel_links_open_nothing_without_querylens_permissions(
+    client: Client, library: list[Book], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The toolbar decides who sees the panel; the pages it links to hold
+    # other users' traffic and decide for themselves.
+    enable_toolbar(settings, monkeypatch, "toolbar_outside")
+    client.force_login(User.objects.create_user("dev", password="x", is_staff=True))
+    response = client.get("/fk_loop/")
+    request_id = panel_stats(response)["record"]["id"]
+    content = panel_content(client, response)
+    detail = reverse("querylens:request", kwargs={"request_id": request_id})
+    assert f'href="{detail}"' in content
+    assert client.get(detail).status_code == 403
+    assert client.get(detail + "?format=json").status_code == 403
+    explain = reverse("querylens:explain", kwargs={"request_id": request_id, "index": 0})
+    token = client.get(reverse("djdt:querylens_csrf")).json()
+    answer = client.post(explain, {"csrfmiddlewaretoken": next(iter(token.values()))})
+    assert answer.status_code == 403
+    assert "tests_author" not in answer.content.decode()
+
+
 @pytest.mark.parametrize("order", ["toolbar_outside", "panel_only"])
 def test_stored_request_links_to_the_admin_detail(
     order: str,
@@ -509,6 +530,7 @@ def test_stored_request_links_to_the_admin_detail(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     enable_toolbar(settings, monkeypatch, order)
+    client.force_login(querylens_staff("viewer"))
     response = client.get("/fk_loop/")
     request_id = panel_stats(response)["record"]["id"]
     content = panel_content(client, response)
@@ -518,7 +540,7 @@ def test_stored_request_links_to_the_admin_detail(
     assert f'data-url="{explain}"' in content
     assert reverse("djdt:querylens_csrf") in content
     # The link leads to this request's page in the admin.
-    client.force_login(User.objects.create(username="staff", is_staff=True))
+    client.force_login(querylens_staff("staff"))
     page = client.get(detail)
     assert page.status_code == 200
     assert "tests.Book.author" in page.content.decode()
@@ -541,7 +563,7 @@ def test_csrf_endpoint_gives_a_token_explain_accepts(
 ) -> None:
     enable_toolbar(settings, monkeypatch, "toolbar_outside")
     client = Client(enforce_csrf_checks=True)
-    client.force_login(User.objects.create(username="staff", is_staff=True))
+    client.force_login(querylens_staff("staff"))
     response = client.get("/fk_loop/")
     explain = reverse(
         "querylens:explain", kwargs={"request_id": response["X-QueryLens-Request"], "index": 0}
@@ -603,7 +625,7 @@ def test_querylens_pages_are_shown_but_not_stored(
     client: Client, db: None, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     enable_toolbar(settings, monkeypatch, "panel_only")
-    client.force_login(User.objects.create(username="staff", is_staff=True))
+    client.force_login(querylens_staff("staff"))
     response = client.get(reverse("querylens:requests"))
     assert response.status_code == 200
     assert panel_stats(response)["record"]["path"] == reverse("querylens:requests")

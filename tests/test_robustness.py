@@ -124,9 +124,8 @@ def test_a_huge_statement_in_a_loop_keeps_memory_bounded(client: Client) -> None
 
 
 def test_a_long_parameter_is_cut_in_the_record(client: Client) -> None:
-    from tests.models import Author
-
     from querylens.testing import recorded
+    from tests.models import Author
 
     long_name = "n" * (MAX_PARAM_CHARS * 3)
     with recorded() as result:

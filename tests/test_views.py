@@ -20,7 +20,7 @@ from querylens.records import RequestRecord
 from querylens.storage import BaseStorage, StorageError, get_storage
 from querylens.testing import recorded
 from tests.factories import make_library
-from tests.helpers import latest_record, line_of
+from tests.helpers import latest_record, line_of, querylens_staff
 from tests.models import Book, Tag
 
 HOTSPOTS = "/admin/querylens/"
@@ -50,7 +50,7 @@ def library(db: None) -> list[Book]:
 @pytest.fixture
 def staff_client(db: None) -> Client:
     client = Client()
-    client.force_login(User.objects.create_user("staff", password="x", is_staff=True))
+    client.force_login(querylens_staff("staff"))
     return client
 
 
@@ -136,6 +136,88 @@ def test_staff_sees_every_page(library: list[Book], staff_client: Client) -> Non
         data = {"csrfmiddlewaretoken": token} if method == "post" else None
         response = getattr(staff_client, method)(url, data)
         assert response.status_code == 200, url
+
+
+def _client_of(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_staff_without_querylens_permissions_gets_403_and_no_data(library: list[Book]) -> None:
+    record = visit("/fk_loop/")
+    client = _client_of(User.objects.create_user("staff", password="x", is_staff=True))
+    token = csrf_token(_client_of(querylens_staff("owner")), detail_url(record.id))
+    for method, url in page_requests(record):
+        data = {"csrfmiddlewaretoken": token} if method == "post" else None
+        response = getattr(client, method)(url, data)
+        assert response.status_code == 403, url
+        assert "tests_author" not in response.content.decode(), url
+    # Nor does the admin index offer the pages.
+    assert "/admin/querylens/" not in client.get("/admin/").content.decode()
+    assert client.get("/admin/querylens/hotspotspage/").status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("perms", "opens"),
+    [
+        (("querylens.view_hotspotspage",), {HOTSPOTS}),
+        (("querylens.view_requestspage",), {"requests", "request", "json"}),
+        (("querylens.explain_query",), set()),
+        (
+            ("querylens.view_requestspage", "querylens.explain_query"),
+            {"requests", "request", "json", "explain"},
+        ),
+    ],
+)
+def test_each_permission_opens_its_pages_only(
+    library: list[Book], perms: tuple[str, ...], opens: set[str]
+) -> None:
+    record = visit("/fk_loop/")
+    client = _client_of(querylens_staff("reader", perms=perms))
+    token = csrf_token(_client_of(querylens_staff("owner")), detail_url(record.id))
+    names = {
+        HOTSPOTS: HOTSPOTS,
+        REQUESTS: "requests",
+        detail_url(record.id): "request",
+        detail_url(record.id) + "?format=json": "json",
+        explain_url(record.id, 0): "explain",
+        explain_url(record.id, 0) + "?format=json": "explain",
+    }
+    for method, url in page_requests(record):
+        data = {"csrfmiddlewaretoken": token} if method == "post" else None
+        response = getattr(client, method)(url, data)
+        expected = 200 if names[url] in opens else 403
+        assert response.status_code == expected, (url, response.status_code)
+
+
+@pytest.mark.django_db
+def test_permissions_granted_through_a_group_work(library: list[Book]) -> None:
+    from django.contrib.auth.models import Group, Permission
+
+    record = visit("/fk_loop/")
+    group = Group.objects.create(name="performance")
+    group.permissions.set(Permission.objects.filter(content_type__app_label="querylens"))
+    user = User.objects.create_user("member", password="x", is_staff=True)
+    user.groups.add(group)
+    client = _client_of(user)
+    assert client.get(detail_url(record.id) + "?format=json").json()["id"] == record.id
+    html = client.get("/admin/").content.decode()
+    assert '<a href="/admin/querylens/requestspage/"' in html
+
+
+@pytest.mark.django_db
+def test_superuser_staff_sees_every_page(library: list[Book]) -> None:
+    record = visit("/fk_loop/")
+    client = _client_of(
+        User.objects.create_superuser("root", password="x", email="root@example.com")
+    )
+    token = csrf_token(client, detail_url(record.id))
+    for method, url in page_requests(record):
+        data = {"csrfmiddlewaretoken": token} if method == "post" else None
+        assert getattr(client, method)(url, data).status_code == 200, url
 
 
 @pytest.mark.django_db
@@ -453,7 +535,7 @@ def test_explain_is_post_only(library: list[Book], staff_client: Client) -> None
 def test_explain_needs_the_csrf_token(library: list[Book]) -> None:
     record = visit("/fk_loop/")
     client = Client(enforce_csrf_checks=True)
-    client.force_login(User.objects.create_user("staff", password="x", is_staff=True))
+    client.force_login(querylens_staff("staff"))
     refused = client.post(explain_url(record.id, 0))
     assert refused.status_code == 403
     assert "CSRF" in refused.content.decode()
