@@ -19,6 +19,7 @@ from typing import Any
 from querylens.capture import RawFrame, RawQuery, Recorder, Segment, code_objects
 from querylens.fingerprint import fingerprint, is_transaction_control, statement_kind
 from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
+from querylens.redaction import Redactor, redactor
 
 #: Django's ``QuerySet.get()`` fetches at most this many rows.
 _GET_LIMIT = re.compile(r"\bLIMIT\s+21\s*$", re.IGNORECASE)
@@ -41,7 +42,10 @@ def build_record(
 ) -> RequestRecord:
     """Analyse a recorder's queries into a ``RequestRecord``."""
     raw = list(recorder.queries)
-    queries = [_query_record(index, query, record_params) for index, query in enumerate(raw)]
+    redact = redactor()
+    queries = [
+        _query_record(index, query, record_params, redact) for index, query in enumerate(raw)
+    ]
     duplicates = duplicate_groups(raw, queries)
     groups = n_plus_one_groups(raw, queries, threshold)
     return RequestRecord(
@@ -103,7 +107,7 @@ def duplicate_groups(
         DuplicateGroup(
             fingerprint=queries[indexes[0]].fingerprint,
             count=len(indexes),
-            sql=raw[indexes[0]].sql,
+            sql=queries[indexes[0]].sql,
             query_indexes=indexes,
         )
         for indexes in seen.values()
@@ -140,7 +144,7 @@ def n_plus_one_groups(
                 callsite=queries[indexes[0]].callsite,
                 relation=relation,
                 suggestion=suggestion(first.sql, path),
-                sample_sql=first.sql,
+                sample_sql=queries[indexes[0]].sql,
                 query_indexes=indexes,
             )
         )
@@ -194,7 +198,9 @@ _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>
 _stacks: dict[tuple[RawFrame, ...], list[CallSite]] = {}
 
 
-def _query_record(index: int, query: RawQuery, record_params: bool) -> QueryRecord:
+def _query_record(
+    index: int, query: RawQuery, record_params: bool, redact: Redactor | None = None
+) -> QueryRecord:
     stack = _stacks.get(query.stack)
     if stack is None:
         stack = [_callsite(entry) for entry in query.stack]
@@ -206,11 +212,17 @@ def _query_record(index: int, query: RawQuery, record_params: bool) -> QueryReco
                 stack[position] = CallSite(site.file, site.line, outer.function)
         if len(_stacks) < 10_000:
             _stacks[query.stack] = stack
+    sql, params, error = query.sql, query.params, query.error
+    if redact is not None:
+        # After the verdicts (made on the real values), before anything is kept.
+        sql = redact.sql(query.sql)
+        params = redact.params(query.sql, params, query.many)
+        error = redact.error(query.sql, query.params, query.many, error)
     return QueryRecord(
         index=index,
         alias=query.alias,
-        sql=query.sql,
-        params=_json_params(query.params) if record_params else None,
+        sql=sql,
+        params=_json_params(params) if record_params else None,
         duration_ms=round(query.duration * 1000, 3),
         fingerprint=fingerprint(query.sql),
         callsite=stack[0] if stack else None,
@@ -218,7 +230,7 @@ def _query_record(index: int, query: RawQuery, record_params: bool) -> QueryReco
         relation=query.relation,
         start_ms=round(query.start * 1000, 3),
         many=query.many,
-        error=query.error,
+        error=error,
     )
 
 

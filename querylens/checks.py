@@ -65,6 +65,12 @@ def _is_header_policy(value: Any) -> bool:
     return value in HEADER_POLICIES
 
 
+def _is_name_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(item, str) and item.strip() for item in value
+    )
+
+
 #: key -> (check id, validator, what is expected)
 _RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "ENABLED": ("querylens.E003", _is_bool, "True or False"),
@@ -84,6 +90,17 @@ _RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "CACHE_TIMEOUT": ("querylens.E014", _is_positive_int, "a positive number of seconds"),
     "EXPLAIN_TIMEOUT_MS": ("querylens.E015", _is_positive_int, "a positive number of milliseconds"),
     "STACK_DEPTH": ("querylens.E016", _is_positive_int, "a positive integer"),
+    "REDACT": ("querylens.E018", _is_bool, "True or False"),
+    "REDACT_COLUMNS": (
+        "querylens.E019",
+        _is_name_list,
+        'a list of non-empty column-name words, e.g. ["pin", "ssn"]',
+    ),
+    "REDACT_TABLES": (
+        "querylens.E020",
+        _is_name_list,
+        'a list of non-empty table names, e.g. ["myapp_apikey"]',
+    ),
 }
 
 
@@ -120,6 +137,16 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
             )
     errors.extend(_check_exclude_paths(user.get("EXCLUDE_PATHS")))
     errors.extend(_check_storage(user))
+    if user.get("REDACT", True) is False:
+        errors.append(
+            checks.Warning(
+                "QUERYLENS['REDACT'] is False: session keys, password hashes and API "
+                "tokens in query parameters are stored and shown on the querylens pages.",
+                hint="Remove the setting (redaction is on by default) unless this "
+                "database holds no real users' secrets.",
+                id="querylens.W004",
+            )
+        )
     return errors
 
 

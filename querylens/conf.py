@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_TIMEOUT": 86400,
     "EXPLAIN_TIMEOUT_MS": 5000,
     "STACK_DEPTH": 30,
+    "REDACT": True,
+    "REDACT_COLUMNS": (),
+    "REDACT_TABLES": (),
 }
 
 
@@ -113,6 +116,21 @@ class QueryLensSettings:
     @property
     def STACK_DEPTH(self) -> int:
         return int(self._get("STACK_DEPTH"))
+
+    @property
+    def REDACT(self) -> bool:
+        """Replace secrets by ``[redacted]`` before storing (``querylens.redaction``)."""
+        return bool(self._get("REDACT"))
+
+    @property
+    def REDACT_COLUMNS(self) -> list[str]:
+        """More words that make a column sensitive, added to the built-in ones."""
+        return [str(word) for word in self._get("REDACT_COLUMNS")]
+
+    @property
+    def REDACT_TABLES(self) -> list[str]:
+        """More tables whose every parameter is a secret, added to the built-in ones."""
+        return [str(table) for table in self._get("REDACT_TABLES")]
 
 
 conf = QueryLensSettings()

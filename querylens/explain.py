@@ -27,7 +27,7 @@ import enum
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from sqlparse import tokens as T
 from querylens.conf import conf
 from querylens.fingerprint import statement_kind
 from querylens.records import QueryRecord
+from querylens.redaction import REDACTED
 
 logger = logging.getLogger("querylens")
 
@@ -758,6 +759,12 @@ def explain_query(query: QueryRecord, *, timeout_ms: int | None = None) -> Expla
             "so it cannot be run again to be explained."
         )
         return result
+    if _redacted(query):
+        result.error = (
+            "This query's secret values were redacted before it was stored "
+            "(QUERYLENS['REDACT']), so it cannot be run again to be explained."
+        )
+        return result
     params = _params(query.params)
     runner = _RUNNERS.get(vendor, _run_other)
     try:
@@ -774,6 +781,14 @@ def explain_query(query: QueryRecord, *, timeout_ms: int | None = None) -> Expla
         # Why it was not analyzed matters more than the vendor's general note.
         result.note = f"Not analyzed. {verdict.reason}"
     return result
+
+
+def _redacted(query: QueryRecord) -> bool:
+    if f"'{REDACTED}'" in query.sql:
+        return True
+    params = query.params
+    values = params.values() if isinstance(params, dict) else params
+    return isinstance(values, Iterable) and not isinstance(values, str) and REDACTED in values
 
 
 def _vendor(connection: Any) -> str:

@@ -36,3 +36,10 @@ class Comment(models.Model):
     object_id = models.PositiveIntegerField()
     content_object = GenericForeignKey("content_type", "object_id")
     text = models.CharField(max_length=200)
+
+
+class ApiKey(models.Model):
+    """A token table of the project's own, found by its column name."""
+
+    name = models.CharField(max_length=100)
+    token = models.CharField(max_length=64, unique=True)
