@@ -32,6 +32,9 @@ from querylens.explain import (
     parse_postgres,
     parse_sqlite,
 )
+from querylens.explain.base import Failure
+from querylens.explain.mysql import _run_mysql
+from querylens.explain.sqlite import _run_other
 from querylens.records import QueryRecord
 from querylens.testing import recorded
 from tests.factories import make_library
@@ -275,7 +278,7 @@ def test_postgres_labels_read_like_postgres_text() -> None:
 
 def test_a_vendor_that_cannot_explain_gives_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     def cannot(*args: Any) -> None:
-        raise explain._Failure("EXPLAIN is not supported on Oracle.")
+        raise Failure("EXPLAIN is not supported on Oracle.")
 
     monkeypatch.setitem(explain._RUNNERS, explain._vendor(connection), cannot)
     query = QueryRecord(
@@ -911,7 +914,7 @@ class StandInConnection:
 def test_mysql_8_is_analyzed_read_only_with_a_timeout_restored_afterwards() -> None:
     connection = StandInConnection()
     result = ExplainResult(vendor="mysql")
-    explain._run_mysql(connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, result)
+    _run_mysql(connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, result)
     assert connection.sent == [
         "SET TRANSACTION READ ONLY",
         "SELECT @@SESSION.max_execution_time",
@@ -928,7 +931,7 @@ def test_mysql_8_is_analyzed_read_only_with_a_timeout_restored_afterwards() -> N
 def test_mysql_timeout_is_restored_even_when_explain_fails() -> None:
     connection = StandInConnection(fail=True, in_atomic_block=True)
     with pytest.raises(RuntimeError):
-        explain._run_mysql(
+        _run_mysql(
             connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, ExplainResult(vendor="mysql")
         )
     assert (
@@ -941,12 +944,12 @@ def test_mysql_timeout_is_restored_even_when_explain_fails() -> None:
 def test_older_mysql_plans_with_format_tree_or_says_what_it_needs() -> None:
     connection = StandInConnection(mysql_version=(8, 0, 17))
     result = ExplainResult(vendor="mysql")
-    explain._run_mysql(connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, result)
+    _run_mysql(connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, result)
     assert "EXPLAIN FORMAT=TREE SELECT 1" in connection.sent
     assert result.analyzed is False
     assert result.note == "Not analyzed: EXPLAIN ANALYZE needs MySQL 8.0.18 or later."
-    with pytest.raises(explain._Failure, match=r"needs MySQL 8\.0\.16 or later"):
-        explain._run_mysql(
+    with pytest.raises(Failure, match=r"needs MySQL 8\.0\.16 or later"):
+        _run_mysql(
             StandInConnection(mysql_version=(5, 7, 0)),
             Verdict(Mode.PLAN, "UPDATE t SET a = 1"),
             [],
@@ -968,10 +971,10 @@ def test_other_vendors_get_a_plain_explain_or_a_clear_message() -> None:
     connection.features = Features()  # type: ignore[attr-defined]
     connection.ops = Ops()  # type: ignore[attr-defined]
     result = ExplainResult(vendor="oracle")
-    explain._run_other(connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, result)
+    _run_other(connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, result)
     assert connection.sent == ["EXPLAIN PLAN FOR SELECT 1"]
     assert result.plan_text == "Seq Scan\non t"
     assert result.note == "Not analyzed: querylens runs a plain EXPLAIN on Oracle."
     Features.supports_explaining_query_execution = False
-    with pytest.raises(explain._Failure, match=r"EXPLAIN is not supported on Oracle\."):
-        explain._run_other(connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, result)
+    with pytest.raises(Failure, match=r"EXPLAIN is not supported on Oracle\."):
+        _run_other(connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, result)

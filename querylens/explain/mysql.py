@@ -1,0 +1,278 @@
+"""MariaDB (``ANALYZE FORMAT=JSON``) and MySQL 8 (``EXPLAIN ANALYZE``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from querylens.explain.base import Failure, outside_transaction, rolled_back
+from querylens.explain.plan import ExplainResult, PlanNode, _number, _plain, _round
+from querylens.explain.safety import Mode, Verdict
+
+_MARIADB_ACCESS = {
+    "ALL": "Full scan",
+    "index": "Full index scan",
+    "range": "Index range scan",
+    "ref": "Index lookup",
+    "eq_ref": "Unique index lookup",
+    "ref_or_null": "Index lookup (or NULL)",
+    "index_merge": "Index merge",
+    "const": "Constant row",
+    "system": "Constant row",
+    "fulltext": "Full-text search",
+    "hash_ALL": "Hash join scan",
+    "hash_index": "Hash join lookup",
+    "hash_range": "Hash join range",
+}
+#: Keys whose value is a step of the plan (a dict), or a list of steps.
+_MARIADB_STEPS = {
+    "query_block": "Query block",
+    "table": "Table",
+    "filesort": "Sort",
+    "temporary_table": "Temporary table",
+    "block-nl-join": "Block nested loop join",
+    "read_sorted_file": "Read sorted file",
+    "duplicates_removal": "Remove duplicates",
+    "materialized": "Materialize",
+    "union_result": "Union",
+    "subquery": "Subquery",
+    "window_functions_computation": "Window functions",
+    "expression_cache": "Expression cache",
+}
+_MARIADB_LISTS = {
+    "nested_loop": "Nested loop",
+    "subqueries": "Subqueries",
+    "query_specifications": "Union parts",
+    "sorting_window_functions": "Window sorts",
+}
+_MARIADB_DETAILS = (
+    "key",
+    "used_key_parts",
+    "ref",
+    "sort_key",
+    "attached_condition",
+    "join_type",
+    "having_condition",
+)
+
+
+def parse_mariadb(data: Any) -> PlanNode:
+    """``ANALYZE FORMAT=JSON`` / ``EXPLAIN FORMAT=JSON`` output -> tree."""
+    if isinstance(data, (str, bytes)):
+        data = json.loads(data)
+    return _maria_step("query_block", data["query_block"])
+
+
+def _maria_step(key: str, value: dict[str, Any]) -> PlanNode:
+    if key == "table":
+        node = _maria_table(value)
+    else:
+        label = _MARIADB_STEPS.get(key, key.replace("_", " ").capitalize())
+        if key == "query_block" and "select_id" in value:
+            label += f" #{value['select_id']}"
+        node = PlanNode(label=label, loops=_number(value.get("r_loops")))
+    for detail in _MARIADB_DETAILS:
+        if key != "table" and detail in value:
+            node.details.append(f"{detail}: {_plain(value[detail])}")
+    for child_key, child in value.items():
+        if isinstance(child, dict) and (child_key in _MARIADB_STEPS or _looks_like_step(child)):
+            node.children.append(_maria_step(child_key, child))
+        elif isinstance(child, list) and child_key in _MARIADB_LISTS:
+            group = PlanNode(label=_MARIADB_LISTS[child_key])
+            for item in child:
+                if isinstance(item, dict):
+                    for item_key, item_value in item.items():
+                        if isinstance(item_value, dict):
+                            group.children.append(_maria_step(item_key, item_value))
+            _maria_fill_times(group, None, inclusive=False)
+            node.children.append(group)
+    _maria_fill_times(node, _maria_time(value), inclusive=key == "query_block")
+    return node
+
+
+def _maria_table(value: dict[str, Any]) -> PlanNode:
+    if "table_name" not in value:
+        return PlanNode(label=str(value.get("message", "Table")))
+    name = str(value["table_name"])
+    access = str(value.get("access_type", "?"))
+    label = f"{_MARIADB_ACCESS.get(access, access)} on {name}"
+    if value.get("key"):
+        label += f" using {value['key']}"
+    loops = _number(value.get("r_loops"))
+    node = PlanNode(
+        label=label,
+        relation=name,
+        estimated_rows=_number(value.get("rows")),
+        actual_rows=_number(value.get("r_rows")),
+        loops=loops,
+    )
+    for detail in ("used_key_parts", "ref", "attached_condition"):
+        if detail in value:
+            node.details.append(f"{detail}: {_plain(value[detail])}")
+    if "filtered" in value:
+        kept = f"filtered: {value['filtered']}%"
+        actual = _number(value.get("r_filtered"))
+        if actual is not None:
+            kept += f" planned, {round(actual, 3)}% actual"
+        node.details.append(kept)
+    if access in ("ALL", "hash_ALL"):
+        node.full_scan = True
+        if node.actual_rows is not None:
+            node.rows_read = node.actual_rows * (loops or 1)
+        else:
+            node.rows_read = node.estimated_rows
+    return node
+
+
+def _looks_like_step(value: dict[str, Any]) -> bool:
+    return any(key in value for key in ("table", "query_block", "nested_loop", "table_name"))
+
+
+def _maria_time(value: dict[str, Any]) -> float | None:
+    total = _number(value.get("r_total_time_ms"))
+    if total is not None:
+        return total
+    parts = [_number(value.get(key)) for key in ("r_table_time_ms", "r_other_time_ms")]
+    known = [part for part in parts if part is not None]
+    return sum(known) if known else None
+
+
+def _maria_fill_times(node: PlanNode, own: float | None, *, inclusive: bool) -> None:
+    # A query block's r_total_time_ms covers everything in it; a table's or a
+    # sort's time is its own work only, so children are added to it.
+    below = sum(child.time_ms or 0.0 for child in node.children)
+    timed = own is not None or any(child.time_ms is not None for child in node.children)
+    if inclusive:
+        if own is not None:
+            node.time_ms = _round(own)
+            node.self_ms = _round(max(own - below, 0.0))
+        elif timed:
+            node.time_ms = _round(below)
+    elif timed:
+        node.time_ms = _round((own or 0.0) + below)
+        if own is not None:
+            node.self_ms = _round(own)
+
+
+# --- MySQL 8 -------------------------------------------------------------------
+
+_MYSQL_LINE = re.compile(
+    r"^(?P<indent> *)-> (?P<label>.*?)(?P<rest>(?:  \(cost=| \(actual|  \(rows=| \(never).*)?$"
+)
+_MYSQL_COST = re.compile(
+    r"\(cost=[\d.e+-]+(?:\.\.[\d.e+-]+)? rows=(?P<rows>[\d.e+-]+)\)|\(rows=(?P<rows2>[\d.e+-]+)\)"
+)
+_MYSQL_ACTUAL = re.compile(
+    r"\(actual time=(?P<first>[\d.e+-]+)\.\.(?P<last>[\d.e+-]+) rows=(?P<rows>[\d.e+-]+) loops=(?P<loops>\d+)\)"
+)
+_MYSQL_TABLE = re.compile(r"\bon (?P<table>[`\w.$]+)")
+
+
+def parse_mysql_tree(text: str) -> PlanNode:
+    """MySQL 8 ``EXPLAIN ANALYZE`` / ``EXPLAIN FORMAT=TREE`` text -> tree."""
+    root = PlanNode(label="Query")
+    stack: list[tuple[int, PlanNode]] = [(-1, root)]
+    for line in text.splitlines():
+        match = _MYSQL_LINE.match(line)
+        if not match:
+            if line.strip() and len(stack) > 1:
+                stack[-1][1].details.append(line.strip())
+            continue
+        depth = len(match.group("indent")) // 4
+        label = match.group("label").strip()
+        rest = match.group("rest") or ""
+        node = PlanNode(label=label)
+        table = _MYSQL_TABLE.search(label)
+        if table and ("scan" in label.lower() or "lookup" in label.lower()):
+            node.relation = table.group("table").strip("`")
+        cost = _MYSQL_COST.search(rest)
+        if cost:
+            node.estimated_rows = _number(cost.group("rows") or cost.group("rows2"))
+        actual = _MYSQL_ACTUAL.search(rest)
+        if actual:
+            node.actual_rows = float(actual.group("rows"))
+            node.loops = float(actual.group("loops"))
+            node.time_ms = _round(float(actual.group("last")) * node.loops)
+        if label.startswith("Table scan on"):
+            node.full_scan = True
+            node.rows_read = (
+                node.actual_rows * (node.loops or 1)
+                if node.actual_rows is not None
+                else node.estimated_rows
+            )
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        stack[-1][1].children.append(node)
+        stack.append((depth, node))
+    for _, node in list(root.walk()):
+        if node is not root and node.time_ms is not None:
+            below = sum(child.time_ms or 0.0 for child in node.children)
+            node.self_ms = _round(max(node.time_ms - below, 0.0))
+    if len(root.children) == 1:
+        return root.children[0]
+    return root
+
+
+def _run_mariadb(
+    connection: Any, verdict: Verdict, params: Any, timeout: int, result: ExplainResult
+) -> None:
+    analyze = verdict.mode is Mode.ANALYZE
+    # SET TRANSACTION only takes effect before the transaction starts, so not
+    # when the caller is inside one already (ATOMIC_REQUESTS, a test case);
+    # and MariaDB refuses to even plan a write in a read-only transaction.
+    read_only = analyze and outside_transaction(connection)
+    command = "ANALYZE FORMAT=JSON" if analyze else "EXPLAIN FORMAT=JSON"
+    seconds = f"{timeout / 1000:.3f}"
+    output: list[Any] = []
+
+    def body(cursor: Any) -> None:
+        if read_only:
+            cursor.execute("SET TRANSACTION READ ONLY")
+        cursor.execute(
+            f"SET STATEMENT max_statement_time={seconds} FOR {command} {verdict.sql}", params
+        )
+        output.append(cursor.fetchone()[0])
+
+    rolled_back(connection, body)
+    result.read_only = read_only
+    result.analyzed = analyze
+    text = output[0].decode() if isinstance(output[0], bytes) else str(output[0])
+    result.plan = parse_mariadb(text)
+    result.plan_text = text
+
+
+def _run_mysql(
+    connection: Any, verdict: Verdict, params: Any, timeout: int, result: ExplainResult
+) -> None:
+    version = tuple(getattr(connection, "mysql_version", (0, 0, 0)))
+    analyze = verdict.mode is Mode.ANALYZE and version >= (8, 0, 18)
+    read_only = analyze and outside_transaction(connection)
+    if analyze:
+        command = "EXPLAIN ANALYZE"
+    elif version >= (8, 0, 16):
+        command = "EXPLAIN FORMAT=TREE"
+    else:
+        raise Failure(f"EXPLAIN of this query needs MySQL 8.0.16 or later (this is {version}).")
+    output: list[Any] = []
+
+    def body(cursor: Any) -> None:
+        if read_only:
+            cursor.execute("SET TRANSACTION READ ONLY")
+        cursor.execute("SELECT @@SESSION.max_execution_time")
+        previous = int(cursor.fetchone()[0])
+        # max_execution_time bounds read-only SELECTs, which is all ANALYZE runs.
+        cursor.execute(f"SET SESSION max_execution_time = {timeout:d}")
+        try:
+            cursor.execute(f"{command} {verdict.sql}", params)
+            output.append(cursor.fetchone()[0])
+        finally:
+            cursor.execute(f"SET SESSION max_execution_time = {previous:d}")
+
+    rolled_back(connection, body)
+    result.read_only = read_only
+    result.analyzed = analyze
+    result.plan_text = str(output[0])
+    result.plan = parse_mysql_tree(result.plan_text)
+    if verdict.mode is Mode.ANALYZE and not analyze:
+        result.note = "Not analyzed: EXPLAIN ANALYZE needs MySQL 8.0.18 or later."
