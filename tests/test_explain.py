@@ -27,10 +27,12 @@ from querylens.explain import (
     check_statement,
     explain_query,
     find_warnings,
+    mysql,
     parse_mariadb,
     parse_mysql_tree,
     parse_postgres,
     parse_sqlite,
+    postgresql,
 )
 from querylens.explain.base import Failure
 from querylens.explain.mysql import _run_mysql
@@ -677,7 +679,12 @@ def test_postgres_write_is_not_analyzed_and_the_row_is_unchanged() -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(databases=["default", "postgres"])
-def test_postgres_read_only_transaction_stops_a_select_that_writes() -> None:
+def test_postgres_read_only_transaction_stops_a_select_that_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The second line of defence: with the function check (tested on its own
+    # below) out of the way, the read-only transaction still stops the write.
+    monkeypatch.setattr(postgresql, "check_calls", lambda *args, **kwargs: None)
     [book, *_] = make_library(using="postgres")
     with connections["postgres"].cursor() as cursor:
         cursor.execute(
@@ -697,6 +704,12 @@ def test_postgres_read_only_transaction_stops_a_select_that_writes() -> None:
 
 
 _TIMEOUT = "EXPLAIN was stopped by the 200 ms timeout"
+#: Slow with a large parameter (a billion rows at 1000), and calling nothing
+#: that ANALYZE must not run. MariaDB stops a recursion at 1000 steps.
+_SLOW = (
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < %s) "
+    "SELECT COUNT(*) FROM r a, r b, r c WHERE a.n + b.n > c.n"
+)
 
 
 @pytest.mark.parametrize(
@@ -704,7 +717,7 @@ _TIMEOUT = "EXPLAIN was stopped by the 200 ms timeout"
     [
         pytest.param(
             "postgres",
-            "SELECT pg_sleep(%s)",
+            _SLOW,
             f"{_TIMEOUT} (QUERYLENS['EXPLAIN_TIMEOUT_MS'])",
             "EXPLAIN_TIMEOUT_MS",
             marks=[pytest.mark.postgres, pytest.mark.django_db(databases=["default", "postgres"])],
@@ -712,7 +725,7 @@ _TIMEOUT = "EXPLAIN was stopped by the 200 ms timeout"
         ),
         pytest.param(
             "mariadb",
-            "SELECT SLEEP(%s)",
+            _SLOW,
             _TIMEOUT,
             "max_statement_time",
             marks=[pytest.mark.mariadb, pytest.mark.django_db(databases=["default", "mariadb"])],
@@ -725,9 +738,9 @@ def test_timeout_stops_a_slow_query_with_a_message(
 ) -> None:
     def run() -> None:
         with connections[alias].cursor() as cursor:
-            cursor.execute(sleep, [0])
+            cursor.execute(sleep, [1])
 
-    query = dataclasses.replace(record_of(run, alias), params=[3])
+    query = dataclasses.replace(record_of(run, alias), params=[1000])
     started = time.perf_counter()
     with override_settings(QUERYLENS={"EXPLAIN_TIMEOUT_MS": 200}):
         result = explain_query(query)
@@ -820,7 +833,12 @@ def mariadb_function(body: str) -> Iterator[None]:
 
 @pytest.mark.mariadb
 @pytest.mark.django_db(transaction=True, databases=["default", "mariadb"])
-def test_mariadb_outside_a_transaction_is_read_only_and_stops_a_select_that_writes() -> None:
+def test_mariadb_outside_a_transaction_is_read_only_and_stops_a_select_that_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The second line of defence, with the statement check (tested on its own
+    # below) out of the way.
+    monkeypatch.setattr(mysql, "check_mysql_statement", lambda *args: None)
     [book, *_] = make_library(using="mariadb")
     with mariadb_function("UPDATE tests_book SET title = 'written'"):
 
@@ -843,7 +861,10 @@ def test_mariadb_outside_a_transaction_is_read_only_and_stops_a_select_that_writ
 
 @pytest.mark.mariadb
 @pytest.mark.django_db(transaction=True, databases=["default", "mariadb"])
-def test_mariadb_inside_a_transaction_a_writing_select_is_rolled_back() -> None:
+def test_mariadb_inside_a_transaction_a_writing_select_is_rolled_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mysql, "check_mysql_statement", lambda *args: None)
     [book, *_] = make_library(using="mariadb")
     with mariadb_function("UPDATE tests_book SET title = 'written'"):
 

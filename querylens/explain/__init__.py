@@ -61,6 +61,7 @@ __all__ = [
 
 logger = logging.getLogger("querylens")
 
+
 def explain_query(query: QueryRecord, *, timeout_ms: int | None = None) -> ExplainResult:
     """EXPLAIN one recorded query on its own database alias. Never raises."""
     from django.db import connections

@@ -6,9 +6,9 @@ import json
 import re
 from typing import Any
 
-from querylens.explain.base import Failure, outside_transaction, rolled_back
+from querylens.explain.base import Failure, database_errors, outside_transaction, rolled_back
 from querylens.explain.plan import ExplainResult, PlanNode, _number, _plain, _round
-from querylens.explain.safety import Mode, Verdict
+from querylens.explain.safety import Mode, Verdict, denied
 
 _MARIADB_ACCESS = {
     "ALL": "Full scan",
@@ -214,6 +214,177 @@ def parse_mysql_tree(text: str) -> PlanNode:
     return root
 
 
+# --- what a statement calls (MariaDB and MySQL) -------------------------------------
+
+#: ``/*! ... */`` and ``/*M! ... */``: comments whose contents the server runs.
+_EXECUTABLE_COMMENT = re.compile(r"/\*M?!")
+_SEQUENCE = re.compile(
+    r"\b(?:NEXT|PREVIOUS)\s+VALUE\s+FOR\b|\b(?:NEXTVAL|LASTVAL|SETVAL)\s*\(", re.IGNORECASE
+)
+_CALL = re.compile(r"(?:`((?:[^`]|``)+)`|\b([A-Za-z_][A-Za-z0-9_$]*))\s*\(")
+_IDENTIFIER = re.compile(r"`((?:[^`]|``)+)`|\b([A-Za-z_][A-Za-z0-9_$]*)\b")
+#: Words never worth looking up as a view's name.
+_KEYWORDS = frozenset(
+    [
+        "select",
+        "from",
+        "where",
+        "and",
+        "or",
+        "not",
+        "in",
+        "is",
+        "null",
+        "like",
+        "between",
+        "as",
+        "on",
+        "join",
+        "left",
+        "right",
+        "inner",
+        "outer",
+        "cross",
+        "group",
+        "order",
+        "by",
+        "having",
+        "limit",
+        "offset",
+        "union",
+        "all",
+        "distinct",
+        "case",
+        "when",
+        "then",
+        "else",
+        "end",
+        "asc",
+        "desc",
+        "insert",
+        "into",
+        "values",
+        "update",
+        "set",
+        "delete",
+        "exists",
+        "true",
+        "false",
+        "interval",
+        "dual",
+        "for",
+        "lock",
+        "share",
+        "straight_join",
+        "using",
+        "natural",
+        "with",
+        "recursive",
+    ]
+)
+_MAX_DEPTH = 4
+
+
+def _names(pattern: re.Pattern[str], text: str) -> set[str]:
+    return {
+        (quoted.replace("``", "`") if quoted else bare) for quoted, bare in pattern.findall(text)
+    }
+
+
+def _refuse(reason: str) -> Failure:
+    return Failure(f"This query is not explained: {reason}")
+
+
+def check_mysql_statement(cursor: Any, sql: str) -> str | None:
+    """Refuse what even a plain EXPLAIN could run; say why ANALYZE must not run.
+
+    MariaDB evaluates constant subqueries while it plans, even for a plain
+    EXPLAIN of a DELETE, so anything that acts outside the transaction keeps
+    the statement from being explained at all: an executable comment,
+    a sequence (``NEXT VALUE FOR``, ``NEXTVAL()``...), a denied function
+    (locks, sleeps, files), a stored or loadable function, or any of those
+    inside a view it reads. A view alone only rules out ANALYZE: its
+    definition is checked, but querylens does not follow what it reads.
+
+    Returns the reason ANALYZE must not run, or None.
+    """
+    texts = [sql]
+    seen_views: set[str] = set()
+    view_reason: str | None = None
+    for _depth in range(_MAX_DEPTH):
+        if not texts:
+            break
+        calls: set[str] = set()
+        identifiers: set[str] = set()
+        for text in texts:
+            if _EXECUTABLE_COMMENT.search(text):
+                raise _refuse(
+                    "it contains an executable comment (/*! or /*M!), whose contents the "
+                    "server runs."
+                )
+            if _SEQUENCE.search(text):
+                raise _refuse(
+                    "it takes a value from a sequence, which a rollback does not give back."
+                )
+            calls |= _names(_CALL, text)
+            identifiers |= {
+                name for name in _names(_IDENTIFIER, text) if name.lower() not in _KEYWORDS
+            }
+        for name in sorted(calls):
+            if denied(name):
+                raise _refuse(f"it calls {name}(), whose effect a rollback would not undo.")
+        stored = _stored_functions(cursor, calls)
+        if stored:
+            raise _refuse(
+                f"it calls the stored function {stored[0]}(), which the server may run "
+                "even while it only plans the statement, and which can change anything."
+            )
+        texts = []
+        for name, definition in _views(cursor, identifiers - seen_views):
+            seen_views.add(name)
+            if not definition:
+                raise _refuse(f"it reads the view {name}, whose definition cannot be read here.")
+            view_reason = view_reason or (
+                f"It reads the view {name}: querylens does not analyze what a view runs."
+            )
+            texts.append(definition)
+    return view_reason
+
+
+def _stored_functions(cursor: Any, names: set[str]) -> list[str]:
+    if not names:
+        return []
+    marks = ", ".join(["%s"] * len(names))
+    cursor.execute(
+        "SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
+        f"WHERE ROUTINE_TYPE = 'FUNCTION' AND ROUTINE_NAME IN ({marks})",
+        sorted(names),
+    )
+    found = sorted(str(row[0]) for row in cursor.fetchall())
+    try:
+        # Loadable (UDF) functions live in mysql.func; not every user may read it.
+        cursor.execute(f"SELECT name FROM mysql.func WHERE name IN ({marks})", sorted(names))
+        found += sorted(str(row[0]) for row in cursor.fetchall())
+    except database_errors():
+        pass
+    return found
+
+
+def _views(cursor: Any, names: set[str]) -> list[tuple[str, str]]:
+    if not names:
+        return []
+    marks = ", ".join(["%s"] * len(names))
+    cursor.execute(
+        "SELECT TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS "
+        f"WHERE TABLE_NAME IN ({marks})",
+        sorted(names),
+    )
+    return [(str(name), str(definition or "")) for name, definition in cursor.fetchall()]
+
+
+# --- running -------------------------------------------------------------------------
+
+
 def _run_mariadb(
     connection: Any, verdict: Verdict, params: Any, timeout: int, result: ExplainResult
 ) -> None:
@@ -222,13 +393,19 @@ def _run_mariadb(
     # when the caller is inside one already (ATOMIC_REQUESTS, a test case);
     # and MariaDB refuses to even plan a write in a read-only transaction.
     read_only = analyze and outside_transaction(connection)
-    command = "ANALYZE FORMAT=JSON" if analyze else "EXPLAIN FORMAT=JSON"
     seconds = f"{timeout / 1000:.3f}"
     output: list[Any] = []
+    why_not: list[str] = []
 
     def body(cursor: Any) -> None:
+        nonlocal analyze
         if read_only:
             cursor.execute("SET TRANSACTION READ ONLY")
+        reason = check_mysql_statement(cursor, verdict.sql)
+        if reason is not None and analyze:
+            analyze = False
+            why_not.append(reason)
+        command = "ANALYZE FORMAT=JSON" if analyze else "EXPLAIN FORMAT=JSON"
         cursor.execute(
             f"SET STATEMENT max_statement_time={seconds} FOR {command} {verdict.sql}", params
         )
@@ -240,6 +417,8 @@ def _run_mariadb(
     text = output[0].decode() if isinstance(output[0], bytes) else str(output[0])
     result.plan = parse_mariadb(text)
     result.plan_text = text
+    if why_not:
+        result.note = f"Not analyzed. {why_not[0]}"
 
 
 def _run_mysql(
@@ -248,17 +427,20 @@ def _run_mysql(
     version = tuple(getattr(connection, "mysql_version", (0, 0, 0)))
     analyze = verdict.mode is Mode.ANALYZE and version >= (8, 0, 18)
     read_only = analyze and outside_transaction(connection)
-    if analyze:
-        command = "EXPLAIN ANALYZE"
-    elif version >= (8, 0, 16):
-        command = "EXPLAIN FORMAT=TREE"
-    else:
+    if not analyze and version < (8, 0, 16):
         raise Failure(f"EXPLAIN of this query needs MySQL 8.0.16 or later (this is {version}).")
     output: list[Any] = []
+    why_not: list[str] = []
 
     def body(cursor: Any) -> None:
+        nonlocal analyze
         if read_only:
             cursor.execute("SET TRANSACTION READ ONLY")
+        reason = check_mysql_statement(cursor, verdict.sql)
+        if reason is not None and analyze:
+            analyze = False
+            why_not.append(reason)
+        command = "EXPLAIN ANALYZE" if analyze else "EXPLAIN FORMAT=TREE"
         cursor.execute("SELECT @@SESSION.max_execution_time")
         previous = int(cursor.fetchone()[0])
         # max_execution_time bounds read-only SELECTs, which is all ANALYZE runs.
@@ -274,5 +456,7 @@ def _run_mysql(
     result.analyzed = analyze
     result.plan_text = str(output[0])
     result.plan = parse_mysql_tree(result.plan_text)
-    if verdict.mode is Mode.ANALYZE and not analyze:
+    if why_not:
+        result.note = f"Not analyzed. {why_not[0]}"
+    elif verdict.mode is Mode.ANALYZE and not analyze:
         result.note = "Not analyzed: EXPLAIN ANALYZE needs MySQL 8.0.18 or later."

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from querylens.explain.base import rolled_back
+from querylens.explain.base import Failure, rolled_back
 from querylens.explain.plan import ExplainResult, PlanNode, _number
-from querylens.explain.safety import Mode, Verdict
+from querylens.explain.safety import Mode, Verdict, denied
 
 _PG_DETAILS = (
     "Index Cond",
@@ -138,17 +139,202 @@ def _pg_text(node: PlanNode, plan: dict[str, Any], depth: int) -> list[str]:
     return lines
 
 
+# --- what a statement calls -------------------------------------------------------
+
+#: ``name(`` or ``"name"(``: a function call in SQL, a view's definition, a
+#: function's body or the expressions of a VERBOSE plan.
+_CALL = re.compile(r'(?:"((?:[^"]|"")+)"|\b([A-Za-z_][A-Za-z0-9_$]*))\s*\(')
+#: Operators, whose functions can be user-defined too.
+_OPERATOR = re.compile(r"(?<![A-Za-z0-9_\"'])([-+*/<>=~!@#%^&|`?]{1,8})(?=[\s(A-Za-z0-9_\"'$])")
+_RELATION = re.compile(r'(?:"((?:[^"]|"")+)"|\b([A-Za-z_][A-Za-z0-9_$]*))')
+#: Languages whose bodies can be read for what they call.
+_READABLE = frozenset(("sql", "plpgsql"))
+#: Follow functions calling functions (and views on views) this deep.
+_MAX_DEPTH = 4
+
+
+class Unsafe(Exception):
+    """ANALYZE (``refuse=False``) or any EXPLAIN (``refuse=True``) must not run."""
+
+    def __init__(self, reason: str, *, refuse: bool) -> None:
+        super().__init__(reason)
+        self.refuse = refuse
+
+
+def _names(pattern: re.Pattern[str], texts: list[str]) -> set[str]:
+    found = set()
+    for text in texts:
+        for quoted, bare in pattern.findall(text):
+            found.add(quoted.replace('""', '"') if quoted else bare.lower())
+    return found
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a JSON plan (expressions, names, conditions)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def check_calls(cursor: Any, texts: list[str], *, planning: bool) -> None:
+    """Raise ``Unsafe`` when what ``texts`` call could act outside the transaction.
+
+    Every called name is looked up in ``pg_proc`` (every overload: one unsafe
+    overload is enough); views' definitions, user-defined operators and the
+    bodies of SQL and PL/pgSQL functions are followed.
+
+    * A denied (``safety.denied``) or volatile function called by the
+      statement or its views: no ANALYZE. The planner never evaluates a
+      volatile function, so the plan alone is safe.
+    * The same reached through a function declared stable or immutable, or
+      dynamic SQL (``EXECUTE``) in one: no EXPLAIN at all, because the
+      planner may evaluate stable and immutable functions to estimate rows.
+
+    ``planning`` says the texts are a VERBOSE plan (views already expanded,
+    operators shown as operators).
+    """
+    direct = _names(_CALL, texts)
+    relations = set() if planning else _names(_RELATION, texts)
+    operators = {op for text in texts for op in _OPERATOR.findall(text)} if planning else set()
+    inside: set[str] = set()  # called from bodies of stable/immutable functions
+    seen: set[str] = set()
+    seen_relations: set[str] = set()
+    plan_only: str | None = None
+    for _depth in range(_MAX_DEPTH):
+        for _view, definition in _views(cursor, relations - seen_relations):
+            direct |= _names(_CALL, [definition])
+            relations |= _names(_RELATION, [definition])
+        seen_relations |= relations
+        wanted = (direct | inside) - seen
+        if not wanted and not operators:
+            break
+        rows = _functions(cursor, wanted, operators)
+        seen |= wanted
+        operators = set()
+        for name, schema, volatility, language, source in rows:
+            label = f"{name}()" if schema in ("pg_catalog", "public") else f"{schema}.{name}()"
+            declared = "immutable" if volatility == "i" else "stable"
+            hidden = name in inside and name not in direct
+            if denied(name) or volatility == "v":
+                what = (
+                    "whose effect a rollback would not undo"
+                    if denied(name)
+                    else (
+                        "a volatile function: running it could change what a rollback does not undo"
+                    )
+                )
+                if hidden:
+                    raise Unsafe(
+                        f"It reaches {label}, {what}, through a function declared stable or "
+                        "immutable, which PostgreSQL may run even while only planning.",
+                        refuse=True,
+                    )
+                plan_only = plan_only or f"It calls {label}, {what}."
+                continue
+            if schema == "pg_catalog" or language not in _READABLE or not source:
+                continue
+            if language == "plpgsql" and re.search(r"\bexecute\b", source, re.IGNORECASE):
+                raise Unsafe(
+                    f"{label} is declared {declared} but runs dynamic SQL (EXECUTE), whose "
+                    "effect querylens cannot check.",
+                    refuse=True,
+                )
+            inside |= _names(_CALL, [source])
+    if plan_only is not None:
+        raise Unsafe(plan_only, refuse=False)
+
+
+def _functions(
+    cursor: Any, names: set[str], operators: set[str]
+) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    if names:
+        cursor.execute(
+            "SELECT p.proname, n.nspname, p.provolatile, l.lanname, p.prosrc "
+            "FROM pg_catalog.pg_proc p "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+            "JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
+            "WHERE p.proname = ANY(%s)",
+            [sorted(names)],
+        )
+        rows.extend(cursor.fetchall())
+    if operators:
+        # Built-in operators are immutable; only user-defined ones can hide a call.
+        cursor.execute(
+            "SELECT p.proname, n.nspname, p.provolatile, l.lanname, p.prosrc "
+            "FROM pg_catalog.pg_operator o "
+            "JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+            "JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
+            "WHERE o.oprname = ANY(%s) AND n.nspname <> 'pg_catalog'",
+            [sorted(operators)],
+        )
+        rows.extend(cursor.fetchall())
+    return rows
+
+
+def _views(cursor: Any, names: set[str]) -> list[tuple[str, str]]:
+    if not names:
+        return []
+    cursor.execute(
+        "SELECT c.relname, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c "
+        "WHERE c.relkind IN ('v', 'm') AND c.relname = ANY(%s)",
+        [sorted(names)],
+    )
+    return [(str(name), str(definition or "")) for name, definition in cursor.fetchall()]
+
+
+def _foreign_scan(plan: Any) -> bool:
+    if isinstance(plan, dict):
+        if plan.get("Node Type") == "Foreign Scan":
+            return True
+        return any(_foreign_scan(value) for value in plan.values())
+    if isinstance(plan, list):
+        return any(_foreign_scan(item) for item in plan)
+    return False
+
+
+# --- running -------------------------------------------------------------------------
+
+
 def _run_postgresql(
     connection: Any, verdict: Verdict, params: Any, timeout: int, result: ExplainResult
 ) -> None:
     analyze = verdict.mode is Mode.ANALYZE
-    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     output: list[Any] = []
+    why_not: list[str] = []
 
     def body(cursor: Any) -> None:
+        nonlocal analyze
         # Allowed in a savepoint too; rolling the savepoint back restores both.
         cursor.execute("SET TRANSACTION READ ONLY")
         cursor.execute(f"SET LOCAL statement_timeout = {timeout:d}")
+        try:
+            # Before anything is planned: what the text and its views call.
+            check_calls(cursor, [verdict.sql], planning=False)
+            if analyze:
+                # A plan made without running anything shows every call,
+                # views expanded; ANALYZE only if all of them are safe.
+                cursor.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {verdict.sql}", params)
+                planned = cursor.fetchone()[0]
+                if isinstance(planned, str):
+                    planned = json.loads(planned)
+                if _foreign_scan(planned):
+                    raise Unsafe(
+                        "It reads a foreign table: ANALYZE would run a query on another server.",
+                        refuse=False,
+                    )
+                check_calls(cursor, _strings(planned), planning=True)
+        except Unsafe as unsafe:
+            if unsafe.refuse:
+                raise Failure(f"This query is not explained: {unsafe}") from None
+            analyze = False
+            why_not.append(str(unsafe))
+        options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
         cursor.execute(f"EXPLAIN ({options}) {verdict.sql}", params)
         output.append(cursor.fetchone()[0])
 
@@ -156,3 +342,5 @@ def _run_postgresql(
     result.read_only = True
     result.analyzed = analyze
     result.plan, result.plan_text = parse_postgres(output[0])
+    if why_not:
+        result.note = f"Not analyzed. {why_not[0]}"

@@ -38,9 +38,13 @@ _WRITE_WORDS = frozenset(
     ]
 )
 #: Functions whose effect survives a rollback or reaches outside the
-#: transaction (sequence values, session locks, other backends, files).
-_UNSAFE_FUNCTIONS = frozenset(
+#: transaction (sequence values, session locks, other backends, other
+#: servers, files, settings, notifications), or that only make EXPLAIN wait.
+#: Called anywhere in a statement (directly, or through a function or a view
+#: the vendor's check follows), they keep it from running.
+DENIED_FUNCTIONS = frozenset(
     [
+        # PostgreSQL
         "nextval",
         "setval",
         "pg_terminate_backend",
@@ -49,21 +53,58 @@ _UNSAFE_FUNCTIONS = frozenset(
         "pg_rotate_logfile",
         "pg_notify",
         "set_config",
+        "pg_sleep",
+        "pg_sleep_for",
+        "pg_sleep_until",
+        "pg_switch_wal",
+        "pg_promote",
+        "pg_import_system_collations",
+        "txid_current",
+        "pg_current_xact_id",
+        "pg_export_snapshot",
         "dblink",
-        "dblink_exec",
-        "dblink_send_query",
-        "lo_import",
-        "lo_export",
-        "lo_unlink",
+        # MariaDB / MySQL
         "get_lock",
         "release_lock",
         "release_all_locks",
+        "sleep",
+        "benchmark",
         "load_file",
+        "master_pos_wait",
+        "master_gtid_wait",
+        "source_pos_wait",
+        "wait_for_executed_gtid_set",
         "sys_exec",
         "sys_eval",
+        "lastval",
     ]
 )
-_UNSAFE_PREFIXES = ("pg_advisory_", "pg_try_advisory_", "dblink_", "lo_")
+DENIED_PREFIXES = (
+    "pg_advisory_",
+    "pg_try_advisory_",
+    "dblink_",
+    "lo_",
+    "postgres_fdw",
+    "pg_stat_reset",
+    "pg_read_",
+    "pg_ls_",
+    "pg_file_",
+    "pg_stat_file",
+    "pg_backup_",
+    "pg_create_",
+    "pg_drop_",
+    "pg_replication_",
+    "pg_logical_",
+    "pg_wal_replay_",
+)
+
+
+def denied(name: str) -> bool:
+    """Whether calling the function ``name`` may act outside the transaction."""
+    lowered = name.lower()
+    return lowered in DENIED_FUNCTIONS or lowered.startswith(DENIED_PREFIXES)
+
+
 _PLACEHOLDER = re.compile(r"%s|%\([^()]*\)s")
 _WRITE_KINDS = frozenset(("insert", "update", "delete", "replace", "merge"))
 
@@ -95,11 +136,7 @@ def check_statement(sql: str, *, many: bool = False) -> Verdict:
         return Verdict(Mode.REFUSE, sql, "It holds more than one statement.")
     kind = statement_kind(statement)
     words = set(_bare_words(statement))
-    unsafe = sorted(
-        name
-        for name in _function_names(statement)
-        if name.lower() in _UNSAFE_FUNCTIONS or name.lower().startswith(_UNSAFE_PREFIXES)
-    )
+    unsafe = sorted(name for name in function_names(statement) if denied(name))
     if unsafe:
         return Verdict(
             Mode.REFUSE,
@@ -163,7 +200,7 @@ def _bare_words(sql: str) -> Iterator[str]:
             yield value
 
 
-def _function_names(sql: str) -> Iterator[str]:
+def function_names(sql: str) -> Iterator[str]:
     """Unquoted words followed by ``(``: the functions a statement calls."""
     previous: str | None = None
     for ttype, value in _tokens(sql):
