@@ -9,11 +9,14 @@ built once per settings value.
 from __future__ import annotations
 
 import json
+import os
+import queue
 import re
 import threading
 import time
 from bisect import bisect_right
 from collections import Counter, deque
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
@@ -41,6 +44,15 @@ class BaseStorage:
     def recent(self, limit: int | None = None) -> list[RequestRecord]:
         """The newest records first, at most ``limit``."""
         raise NotImplementedError
+
+    def recent_and_skipped(self, limit: int | None = None) -> tuple[list[RequestRecord], int]:
+        """``recent()``, and how many stored records could not be read.
+
+        A shared store can hold records it cannot read: damaged, or written
+        by another version of querylens. They are skipped; the pages say how
+        many.
+        """
+        return self.recent(limit), 0
 
     def clear(self) -> None:
         raise NotImplementedError
@@ -132,6 +144,79 @@ def _unreachable_errors() -> tuple[type[BaseException], ...]:
 
 
 _UNREACHABLE = _unreachable_errors()
+
+
+class CacheTimeout(Exception):
+    """The cache did not answer within querylens's bound."""
+
+
+class _BoundedCalls:
+    """Runs cache calls on a few daemon threads; the caller waits at most a bound.
+
+    A cache server that accepts connections and never answers would hold the
+    calling request for as long as the client's socket timeout, which
+    querylens does not control (it is the project's ``CACHES`` setting). Here
+    the request waits ``timeout`` at most; the stuck call goes on in its
+    thread. Each thread keeps its own cache client (``caches`` is per
+    thread), so connections are reused. A full backlog is refused at once.
+    Threads are started per process, so a fork (gunicorn's ``--preload``)
+    gets its own.
+    """
+
+    def __init__(self, threads: int = 2, backlog: int = 32) -> None:
+        self.threads = threads
+        self.backlog = backlog
+        self._queue: queue.Queue[tuple[Callable[[], Any], threading.Event, list[Any]]] | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _work_queue(self) -> queue.Queue[tuple[Callable[[], Any], threading.Event, list[Any]]]:
+        pid = os.getpid()
+        work = self._queue
+        if work is None or self._pid != pid:
+            with self._lock:
+                if self._queue is None or self._pid != pid:
+                    self._queue = queue.Queue(maxsize=self.backlog)
+                    for number in range(self.threads):
+                        threading.Thread(
+                            target=self._serve,
+                            args=(self._queue,),
+                            daemon=True,  # a call stuck on a dead server never blocks exit
+                            name=f"querylens-storage-{number}",
+                        ).start()
+                    self._pid = pid
+                work = self._queue
+        return work
+
+    @staticmethod
+    def _serve(work: queue.Queue[tuple[Callable[[], Any], threading.Event, list[Any]]]) -> None:
+        while True:
+            call, done, outcome = work.get()
+            try:
+                outcome.append((True, call()))
+            except BaseException as exc:  # handed to the caller, raised there
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+    def call(self, function: Callable[[], Any], timeout: float) -> Any:
+        done = threading.Event()
+        outcome: list[Any] = []
+        try:
+            self._work_queue().put_nowait((function, done, outcome))
+        except queue.Full:
+            raise CacheTimeout(
+                f"{self.backlog} earlier cache calls are still waiting for the server"
+            ) from None
+        if not done.wait(timeout):
+            raise CacheTimeout(f"no answer within {timeout * 1000:.0f} ms")
+        succeeded, value = outcome[0]
+        if succeeded:
+            return value
+        raise value
+
+
+_calls = _BoundedCalls()
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _JSON_SEPARATORS = (",", ":")
 #: Longest SQL kept in a duplicate or N+1 group once the queries are gone.
@@ -170,6 +255,10 @@ class CacheStorage(BaseStorage):
     #: buffer fetches up to ``BUFFER_SIZE`` times this much.
     max_record_bytes = 512 * 1024
     retry_after = 5.0
+    #: Longest a request waits for the cache to take its record (seconds).
+    write_timeout = 0.25
+    #: Longest a page waits for the cache to hand over records (seconds).
+    read_timeout = 5.0
 
     def __init__(
         self,
@@ -222,7 +311,12 @@ class CacheStorage(BaseStorage):
             raise StorageError(f"request id {record.id!r} is not URL-safe")
         text = _fitted_json(record.to_dict(), self.max_record_bytes)
         try:
-            self._write(record.id, text)
+            _calls.call(lambda: self._write(record.id, text), self.write_timeout)
+        except CacheTimeout as exc:
+            self._writes_paused_until = time.monotonic() + self.retry_after
+            raise StorageError(
+                f"cache {self.alias!r} did not take request {record.id}: {exc}"
+            ) from exc
         except StorageError:
             self._writes_paused_until = time.monotonic() + self.retry_after
             raise
@@ -268,20 +362,37 @@ class CacheStorage(BaseStorage):
             )
         return value
 
+    def _read(self, function: Callable[[], Any]) -> Any:
+        try:
+            return _calls.call(function, self.read_timeout)
+        except CacheTimeout as exc:
+            raise StorageError(f"cache {self.alias!r} is unavailable: {exc}") from exc
+
     def recent(self, limit: int | None = None) -> list[RequestRecord]:
+        return self.recent_and_skipped(limit)[0]
+
+    def recent_and_skipped(self, limit: int | None = None) -> tuple[list[RequestRecord], int]:
+        return self._read(lambda: self._recent(limit))  # type: ignore[no-any-return]
+
+    def _recent(self, limit: int | None) -> tuple[list[RequestRecord], int]:
         cache = self._cache()
         latest = self._latest_sequence(cache)
         count = min(self.size, latest) if limit is None else min(limit, self.size, latest)
         sequences = [latest - offset for offset in range(max(count, 0))]
         values = self._get_many(cache, [self._slot_key(n) for n in sequences])
         records = []
+        skipped = 0
         for sequence in sequences:
-            record = _decode(values.get(self._slot_key(sequence)), sequence)
+            try:
+                record = _decode(values.get(self._slot_key(sequence)), sequence)
+            except _Unreadable:
+                skipped += 1
+                continue
             # None: not written yet (a writer between incr and set), expired,
-            # overwritten by a newer lap, or garbage.
+            # or overwritten by a newer lap.
             if record is not None:
                 records.append(record)
-        return records
+        return records, skipped
 
     def _get_many(self, cache: BaseCache, keys: list[str]) -> dict[str, Any]:
         if not keys:
@@ -310,6 +421,9 @@ class CacheStorage(BaseStorage):
         if not _REQUEST_ID.fullmatch(request_id):
             # Not an id we could have written, and not a safe cache key.
             return None
+        return self._read(lambda: self._get(request_id))  # type: ignore[no-any-return]
+
+    def _get(self, request_id: str) -> RequestRecord | None:
         cache = self._cache()
         owners = self._get_many(cache, [self._owner_key(slot) for slot in range(self.size)])
         sequences = [
@@ -322,7 +436,10 @@ class CacheStorage(BaseStorage):
         # A record stored twice has two owners; the newest copy wins.
         sequence = max(sequences)
         values = self._get_many(cache, [self._slot_key(sequence)])
-        record = _decode(values.get(self._slot_key(sequence)), sequence)
+        try:
+            record = _decode(values.get(self._slot_key(sequence)), sequence)
+        except _Unreadable:
+            return None
         return record if record is not None and record.id == request_id else None
 
     def clear(self) -> None:
@@ -346,8 +463,17 @@ def _parse_owner(value: Any) -> tuple[int, str] | None:
     return int(sequence), request_id
 
 
+class _Unreadable(Exception):
+    """A slot holds something that is not a record this version can read."""
+
+
 def _decode(value: Any, sequence: int) -> RequestRecord | None:
-    """The record in a slot's value, or None when it is not sequence's record."""
+    """The record in a slot's value, or None when it is not sequence's record.
+
+    Raises ``_Unreadable`` for garbage of any shape (not JSON, wrong keys,
+    wrong types, another version's record): one bad slot must not hide the
+    rest of the buffer, so callers skip it and count it.
+    """
     if value is None:
         return None
     try:
@@ -355,10 +481,8 @@ def _decode(value: Any, sequence: int) -> RequestRecord | None:
         if data["seq"] != sequence:
             return None
         return RequestRecord.from_dict(data["record"])
-    except Exception:
-        # Garbage of any shape (not JSON, wrong keys, wrong types) is skipped:
-        # one bad slot must not hide the rest of the buffer.
-        return None
+    except Exception as exc:
+        raise _Unreadable from exc
 
 
 def _json(data: Any) -> str:

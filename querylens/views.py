@@ -19,7 +19,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -79,7 +79,8 @@ def permission_required(permission: str) -> Callable[[View], View]:
 @permission_required(permissions.VIEW_HOTSPOTS)
 @require_GET
 def hotspots(request: HttpRequest) -> HttpResponse:
-    report = build_report(_recent())
+    records, skipped = _recent()
+    report = build_report(records)
     return _render(
         request,
         "querylens/hotspots.html",
@@ -88,6 +89,7 @@ def hotspots(request: HttpRequest) -> HttpResponse:
             "ql_tab": "hotspots",
             "report": report,
             "chart": ranking_chart(report.ranking),
+            "skipped": skipped,
         },
     )
 
@@ -98,7 +100,8 @@ def hotspots(request: HttpRequest) -> HttpResponse:
 def requests(request: HttpRequest) -> HttpResponse:
     path = request.GET.get("path", "")[:200]
     n_plus_one = request.GET.get("n_plus_one") == "1"
-    records = filter_records(_recent(), path=path, n_plus_one=n_plus_one)
+    recent, skipped = _recent()
+    records = filter_records(recent, path=path, n_plus_one=n_plus_one)
     page = Paginator(records, REQUESTS_PER_PAGE).get_page(request.GET.get("page"))
     return _render(
         request,
@@ -109,6 +112,7 @@ def requests(request: HttpRequest) -> HttpResponse:
             "page": page,
             "path": path,
             "n_plus_one": n_plus_one,
+            "skipped": skipped,
         },
     )
 
@@ -182,9 +186,10 @@ def explain(request: HttpRequest, request_id: str, index: int) -> HttpResponse:
 # --- helpers ---------------------------------------------------------------------
 
 
-def _recent() -> list[RequestRecord]:
+def _recent() -> tuple[list[RequestRecord], int]:
+    """The buffered records, newest first, and how many were unreadable."""
     try:
-        return get_storage().recent()
+        return get_storage().recent_and_skipped()
     except Exception as exc:
         logger.warning("querylens storage unavailable for the admin pages", exc_info=True)
         raise StorageUnavailable from exc
@@ -221,7 +226,10 @@ def _render(
     # The admin's own context (site header, sidebar, theme toggle) so the
     # pages sit inside the admin like any of its own.
     base = admin.site.each_context(request)
-    return render(request, template, {**base, **context}, status=status)
+    html = render_to_string(template, {**base, **context}, request=request)
+    # Recorded values come from any code (a lone surrogate in a parameter):
+    # what UTF-8 cannot encode is shown as an escape instead of failing the page.
+    return HttpResponse(html.encode("utf-8", "backslashreplace"), status=status)
 
 
 def _login_url() -> str:

@@ -748,3 +748,100 @@ def test_a_broken_setting_is_left_to_its_own_check(
     assert "querylens.E017" not in found
     assert "querylens.W003" not in found
     assert {"querylens.E001", "querylens.E011"} & set(found)
+
+
+# -- a shared buffer holding what this version cannot read ---------------------
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_unreadable_records_are_skipped_and_counted_on_the_pages(
+    settings: Any, prefix: str
+) -> None:
+    from tests.helpers import querylens_staff
+
+    settings.QUERYLENS = {
+        "STORAGE": CACHE_STORAGE,
+        "CACHE_ALIAS": "redis",
+        "CACHE_KEY_PREFIX": prefix,
+    }
+    store = get_storage()
+    assert isinstance(store, CacheStorage)
+    try:
+        for number in range(1, 6):
+            store.add(make_record(number))
+        older = make_record(6).to_dict()
+        del older["queries"][0]["fingerprint"]  # a shape from another version
+        cache = caches["redis"]
+        cache.set(f"{prefix}:slot:2", "not json at all")
+        cache.set(f"{prefix}:slot:3", json.dumps({"seq": 3, "record": ["a", "list"]}))
+        cache.set(f"{prefix}:slot:4", json.dumps({"seq": 4, "record": older}))
+        records, skipped = store.recent_and_skipped()
+        assert ids(records) == ["request-000005", "request-000001"]
+        assert skipped == 3
+        client = Client()
+        client.force_login(querylens_staff("reader"))
+        for url in (reverse("querylens:hotspots"), reverse("querylens:requests")):
+            response = client.get(url)
+            assert response.status_code == 200
+            assert "3 stored records were unreadable" in response.content.decode()
+    finally:
+        caches["redis"].delete_many(redis_keys(prefix))
+
+
+# -- a cache server that accepts connections and never answers ----------------
+
+
+@pytest.mark.usefixtures("library", "fresh_warning_window")
+def test_a_silent_cache_server_holds_no_request_longer_than_the_write_bound(
+    client: Client,
+    settings: Any,
+    silent_server: tuple[int, list[socket.socket]],
+) -> None:
+    port, accepted = silent_server
+    # No socket timeout: the project's own CACHES setting may not have one.
+    silent = {**CLOSED_REDIS, "LOCATION": f"redis://127.0.0.1:{port}/0", "OPTIONS": {}}
+    bare = time.perf_counter()
+    client.get("/fk_loop/")
+    bare = time.perf_counter() - bare
+    with override_settings(CACHES={**settings.CACHES, "silent": silent}):
+        settings.QUERYLENS = {
+            "STORAGE": CACHE_STORAGE,
+            "CACHE_ALIAS": "silent",
+            "HEADERS": "always",
+        }
+        latencies = []
+        for _ in range(5):
+            started = time.perf_counter()
+            response = client.get("/fk_loop/")
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == 200
+            assert response["X-QueryLens-Queries"] == "7"
+    assert wait_until(lambda: len(accepted) >= 1)
+    # The first request waits for the bound once; the next ones skip the
+    # paused writes.
+    assert max(latencies) < CacheStorage.write_timeout + bare + 0.5, latencies
+    assert sorted(latencies)[-2] < bare + 0.1, latencies
+
+
+@pytest.mark.django_db
+def test_a_silent_cache_server_gives_the_pages_a_503_within_the_read_bound(
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    silent_server: tuple[int, list[socket.socket]],
+) -> None:
+    from tests.helpers import querylens_staff
+
+    port, _accepted = silent_server
+    monkeypatch.setattr(CacheStorage, "read_timeout", 0.5)
+    silent = {**CLOSED_REDIS, "LOCATION": f"redis://127.0.0.1:{port}/0", "OPTIONS": {}}
+    client = Client()
+    client.force_login(querylens_staff("reader"))
+    with override_settings(CACHES={**settings.CACHES, "silent": silent}):
+        settings.QUERYLENS = {"STORAGE": CACHE_STORAGE, "CACHE_ALIAS": "silent"}
+        started = time.perf_counter()
+        response = client.get(reverse("querylens:requests"))
+        elapsed = time.perf_counter() - started
+    assert response.status_code == 503
+    assert "Storage unavailable" in response.content.decode()
+    assert elapsed < 0.5 + 1.0

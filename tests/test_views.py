@@ -713,3 +713,41 @@ def test_url_names_in_the_querylens_namespace() -> None:
     assert reverse("querylens:explain", kwargs={"request_id": "abc", "index": 7}) == explain_url(
         "abc", 7
     )
+
+
+# --- odd input never breaks a page -------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_odd_recorded_values_give_pages_not_errors(
+    library: list[Book], staff_client: Client
+) -> None:
+    record = visit("/fk_loop/")
+    first, *rest = record.queries
+    huge_sql = "SELECT 1 /* " + "x" * (10 * 1024 * 1024) + " */"
+    odd = store(
+        record,
+        "oddinput0001",
+        path="/odd/\ud800/",
+        queries=[
+            dataclasses.replace(first, params=["lone \ud800 surrogate", "\x00nul"], sql=huge_sql),
+            *rest,
+        ],
+    )
+    urls = [
+        HOTSPOTS,
+        REQUESTS,
+        detail_url(odd.id),
+        detail_url(odd.id) + "?format=json",
+        detail_url(odd.id) + "?page=999999",
+        detail_url(odd.id) + "?page=-1",
+        REQUESTS + "?page=abc&path=%ED%A0%80",
+    ]
+    for url in urls:
+        response = staff_client.get(url)
+        assert response.status_code == 200, url
+    page = staff_client.get(detail_url(odd.id)).content.decode()
+    # What UTF-8 cannot carry is shown escaped, the rest as it is.
+    assert "lone \\ud800 surrogate" in page
+    exported = staff_client.get(detail_url(odd.id) + "?format=json").json()
+    assert exported["queries"][0]["params"][0] == "lone \ud800 surrogate"
