@@ -5,7 +5,8 @@
     python3 testproject/dev.py test [PYTEST ARGS] # whole suite + branch coverage
     python3 testproject/dev.py bench [ARGS]       # manage.py querylens_benchmark
     python3 testproject/dev.py docs               # Sphinx, warnings are errors
-    python3 testproject/dev.py lint               # ruff check, mypy
+    python3 testproject/dev.py lint               # ruff check and format --check, mypy
+    python3 testproject/dev.py dist               # build sdist + wheel into dist/, twine check
 
 Every command first makes sure `.venv/` at the repository root exists and holds
 querylens (editable, with the toolbar extra) and the dependency groups the
@@ -21,6 +22,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 MIN_PYTHON = (3, 10)
@@ -38,7 +41,10 @@ GROUPS_FOR = {
     "bench": ["test"],
     "docs": ["docs"],
     "lint": ["lint"],
+    "dist": ["release"],
 }
+#: How often a long, quiet install says it is still working (seconds).
+PROGRESS_EVERY = 15
 
 
 def say(message: str) -> None:
@@ -56,6 +62,30 @@ def run(*args: str | Path, check: bool = True) -> int:
     if check and status != 0:
         fail(f"`{' '.join(command)}` exited with status {status}", status)
     return status
+
+
+def run_quietly(what: str, *args: str | Path) -> None:
+    """Run an installer with its output kept aside: shown only if it fails.
+
+    pip and the build backend print pages of notices (including setuptools'
+    boxed warning about editable installs) that are not this project's; a
+    line every PROGRESS_EVERY seconds says the install is still going.
+    """
+    command = [str(arg) for arg in args]
+    started = time.monotonic()
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                status = process.wait(timeout=PROGRESS_EVERY)
+                break
+            except subprocess.TimeoutExpired:
+                say(f"  ... still {what} ({time.monotonic() - started:.0f} s)")
+        if status != 0:
+            log.seek(0)
+            sys.stderr.write(log.read())
+            fail(f"{what} failed: `{' '.join(command)}` exited with status {status}", status)
+    say(f"  done in {time.monotonic() - started:.0f} s")
 
 
 def ensure_python() -> None:
@@ -138,8 +168,7 @@ def ensure_installed(groups: list[str]) -> None:
         return
     if not done:
         say("upgrading pip")
-        pip = [VENV_PYTHON, "-m", "pip", "install", "--quiet"]
-        run(*pip, "--upgrade", "pip", check=False)
+        run_quietly("upgrading pip", VENV_PYTHON, "-m", "pip", "install", "--upgrade", "pip")
         if pip_version() < MIN_PIP:
             fail(
                 "pip >= 25.1 is needed for dependency groups; "
@@ -147,9 +176,12 @@ def ensure_installed(groups: list[str]) -> None:
             )
     # Keep earlier groups current too: one venv serves every command.
     wanted = sorted(set(groups) | previous)
-    say(f"installing querylens[toolbar] (editable) and groups {', '.join(wanted)}")
+    say(
+        f"installing querylens (editable, with the toolbar extra) and the {', '.join(wanted)} "
+        "dependencies into .venv; the first time takes a minute or two"
+    )
     group_args = [arg for group in wanted for arg in ("--group", group)]
-    run(VENV_PYTHON, "-m", "pip", "install", "-q", "-e", ".[toolbar]", *group_args)
+    run_quietly("installing", VENV_PYTHON, "-m", "pip", "install", "-e", ".[toolbar]", *group_args)
     STAMP.write_text(json.dumps({"pyproject": digest, "groups": wanted}) + "\n")
 
 
@@ -231,10 +263,22 @@ def cmd_docs(args: list[str]) -> None:
 def cmd_lint(args: list[str]) -> None:
     say("ruff check")
     ruff = run(VENV_PYTHON, "-m", "ruff", "check", *(args or ["."]), check=False)
-    # Both run even when ruff fails, so one pass shows every problem.
+    # Every step runs even when one fails, so one pass shows every problem.
+    say("ruff format --check")
+    formatted = run(VENV_PYTHON, "-m", "ruff", "format", "--check", *(args or ["."]), check=False)
     say("mypy (strict on the querylens package)")
     mypy = run(VENV_PYTHON, "-m", "mypy", check=False)
-    raise SystemExit(ruff or mypy)
+    raise SystemExit(ruff or formatted or mypy)
+
+
+def cmd_dist(args: list[str]) -> None:
+    out = ROOT / "dist"
+    say(f"building the sdist and the wheel into {out.relative_to(ROOT)}")
+    for old in out.glob("querylens_profiler-*"):
+        old.unlink()
+    run(VENV_PYTHON, "-m", "build", "--outdir", out, *args)
+    say("twine check")
+    run(VENV_PYTHON, "-m", "twine", "check", "--strict", *sorted(out.glob("querylens_profiler-*")))
 
 
 COMMANDS = {
@@ -243,6 +287,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "docs": cmd_docs,
     "lint": cmd_lint,
+    "dist": cmd_dist,
 }
 
 

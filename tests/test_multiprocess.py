@@ -40,7 +40,7 @@ from tests.gunicorn_server import (
     prepare_database,
 )
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 REQUIRE_SERVICES = os.environ.get("QUERYLENS_REQUIRE_SERVICES") == "1"
 

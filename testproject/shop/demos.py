@@ -72,8 +72,7 @@ DEMOS: tuple[Demo, ...] = (
     *_pair(
         "author_books",
         "Authors and their books",
-        "The template loops over author.books.all, one query per author (reverse "
-        "foreign key).",
+        "The template loops over author.books.all, one query per author (reverse foreign key).",
         'prefetch_related("books") loads every author\'s books in one extra query.',
         'shop.Author.books → prefetch_related("books")',
     ),
@@ -87,16 +86,14 @@ DEMOS: tuple[Demo, ...] = (
     *_pair(
         "author_profiles",
         "Authors and their profiles",
-        "The template prints author.profile.bio, one query per author (reverse "
-        "one-to-one).",
+        "The template prints author.profile.bio, one query per author (reverse one-to-one).",
         'select_related("profile") joins the profiles into the author query.',
         'shop.Author.profile → select_related("profile")',
     ),
     *_pair(
         "author_publishers",
         "Authors, their books and publishers",
-        "A nested loop: one query per author for the books, then one per book for "
-        "its publisher.",
+        "A nested loop: one query per author for the books, then one per book for its publisher.",
         'prefetch_related("books__publisher") loads both levels in two extra queries.',
         'shop.Author.books, shop.Book.publisher → prefetch_related("books__publisher")',
     ),
@@ -131,8 +128,7 @@ DEMOS: tuple[Demo, ...] = (
     *_pair(
         "book_comments",
         "Books and their comments",
-        "The template loops over book.comments.all, one query per book (generic "
-        "relation).",
+        "The template loops over book.comments.all, one query per book (generic relation).",
         'prefetch_related("comments") loads every comment in one extra query.',
         'shop.Book.comments → prefetch_related("comments")',
     ),

@@ -29,9 +29,7 @@ class Author(models.Model):
 
 
 class Profile(models.Model):
-    author = models.OneToOneField(
-        Author, on_delete=models.CASCADE, related_name="profile"
-    )
+    author = models.OneToOneField(Author, on_delete=models.CASCADE, related_name="profile")
     bio = models.TextField()
 
     def __str__(self) -> str:
@@ -68,9 +66,7 @@ class Comment(models.Model):
 class Book(models.Model):
     title = models.CharField(max_length=200)
     author = models.ForeignKey(Author, on_delete=models.CASCADE, related_name="books")
-    publisher = models.ForeignKey(
-        Publisher, on_delete=models.PROTECT, related_name="books"
-    )
+    publisher = models.ForeignKey(Publisher, on_delete=models.PROTECT, related_name="books")
     tags = models.ManyToManyField(Tag, related_name="books", blank=True)
     published = models.DateField()
     price = models.DecimalField(max_digits=6, decimal_places=2)

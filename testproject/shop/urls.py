@@ -31,17 +31,13 @@ urlpatterns = [
     path("books/by-id/", views.book_picks, name="book_picks"),
     path("books/by-id/fixed/", views.book_picks_fixed, name="book_picks_fixed"),
     path("authors/counts/", views.author_counts, name="author_counts"),
-    path(
-        "authors/counts/fixed/", views.author_counts_fixed, name="author_counts_fixed"
-    ),
+    path("authors/counts/fixed/", views.author_counts_fixed, name="author_counts_fixed"),
     path("async/books/", views.async_books, name="async_books"),
     path("async/books/fixed/", views.async_books_fixed, name="async_books_fixed"),
     path("raw/", views.raw_books, name="raw_books"),
     path("raw/fixed/", views.raw_books_fixed, name="raw_books_fixed"),
     path("books/comments/", views.book_comments, name="book_comments"),
-    path(
-        "books/comments/fixed/", views.book_comments_fixed, name="book_comments_fixed"
-    ),
+    path("books/comments/fixed/", views.book_comments_fixed, name="book_comments_fixed"),
     path("duplicates/", views.duplicates, name="duplicates"),
     path("clean/", views.clean, name="clean"),
 ]

@@ -38,9 +38,7 @@ def book_list(request: HttpRequest) -> HttpResponse:
 
 def book_list_fixed(request: HttpRequest) -> HttpResponse:
     books = Book.objects.select_related("author")
-    return _render_demo(
-        request, "shop/book_list.html", "book_list_fixed", {"books": books}
-    )
+    return _render_demo(request, "shop/book_list.html", "book_list_fixed", {"books": books})
 
 
 # Forward foreign key, followed in a Python loop in the view.
@@ -57,9 +55,7 @@ def book_loop_fixed(request: HttpRequest) -> HttpResponse:
     rows = []
     for book in Book.objects.select_related("author"):
         rows.append({"title": book.title, "author": book.author.name})
-    return _render_demo(
-        request, "shop/book_rows.html", "book_loop_fixed", {"rows": rows}
-    )
+    return _render_demo(request, "shop/book_rows.html", "book_loop_fixed", {"rows": rows})
 
 
 # Reverse foreign key.
@@ -67,9 +63,7 @@ def book_loop_fixed(request: HttpRequest) -> HttpResponse:
 
 def author_books(request: HttpRequest) -> HttpResponse:
     authors = Author.objects.all()
-    return _render_demo(
-        request, "shop/author_books.html", "author_books", {"authors": authors}
-    )
+    return _render_demo(request, "shop/author_books.html", "author_books", {"authors": authors})
 
 
 def author_books_fixed(request: HttpRequest) -> HttpResponse:
@@ -89,9 +83,7 @@ def book_tags(request: HttpRequest) -> HttpResponse:
 
 def book_tags_fixed(request: HttpRequest) -> HttpResponse:
     books = Book.objects.prefetch_related("tags")
-    return _render_demo(
-        request, "shop/book_tags.html", "book_tags_fixed", {"books": books}
-    )
+    return _render_demo(request, "shop/book_tags.html", "book_tags_fixed", {"books": books})
 
 
 # Reverse one-to-one.
@@ -143,9 +135,7 @@ def author_publishers_fixed(request: HttpRequest) -> HttpResponse:
 def _pick_ids() -> list[int]:
     # A real shop would read these from a session or a recommendation service; the
     # newest twenty books stand in for them here.
-    return list(
-        Book.objects.order_by("-published", "pk").values_list("pk", flat=True)[:20]
-    )
+    return list(Book.objects.order_by("-published", "pk").values_list("pk", flat=True)[:20])
 
 
 def book_picks(request: HttpRequest) -> HttpResponse:
@@ -157,30 +147,21 @@ def book_picks_fixed(request: HttpRequest) -> HttpResponse:
     ids = _pick_ids()
     by_id = Book.objects.in_bulk(ids)
     picks = [by_id[pk] for pk in ids if pk in by_id]
-    return _render_demo(
-        request, "shop/book_picks.html", "book_picks_fixed", {"books": picks}
-    )
+    return _render_demo(request, "shop/book_picks.html", "book_picks_fixed", {"books": picks})
 
 
 # .count() in a loop.
 
 
 def author_counts(request: HttpRequest) -> HttpResponse:
-    rows = [
-        {"name": author.name, "n": author.books.count()}
-        for author in Author.objects.all()
-    ]
-    return _render_demo(
-        request, "shop/author_counts.html", "author_counts", {"rows": rows}
-    )
+    rows = [{"name": author.name, "n": author.books.count()} for author in Author.objects.all()]
+    return _render_demo(request, "shop/author_counts.html", "author_counts", {"rows": rows})
 
 
 def author_counts_fixed(request: HttpRequest) -> HttpResponse:
     authors = Author.objects.annotate(n=Count("books"))
     rows = [{"name": author.name, "n": author.n} for author in authors]
-    return _render_demo(
-        request, "shop/author_counts.html", "author_counts_fixed", {"rows": rows}
-    )
+    return _render_demo(request, "shop/author_counts.html", "author_counts_fixed", {"rows": rows})
 
 
 # Async views: the ORM's async API has the same N+1 traps.
@@ -199,9 +180,7 @@ async def async_books_fixed(request: HttpRequest) -> HttpResponse:
     rows = []
     async for book in Book.objects.select_related("author"):
         rows.append({"title": book.title, "author": book.author.name})
-    return _render_demo(
-        request, "shop/book_rows.html", "async_books_fixed", {"rows": rows}
-    )
+    return _render_demo(request, "shop/book_rows.html", "async_books_fixed", {"rows": rows})
 
 
 # Raw SQL on a cursor.
@@ -225,9 +204,7 @@ def raw_books_fixed(request: HttpRequest) -> HttpResponse:
             " JOIN shop_author a ON a.id = b.author_id ORDER BY b.title"
         )
         rows = [{"title": title, "author": name} for title, name in cursor.fetchall()]
-    return _render_demo(
-        request, "shop/book_rows.html", "raw_books_fixed", {"rows": rows}
-    )
+    return _render_demo(request, "shop/book_rows.html", "raw_books_fixed", {"rows": rows})
 
 
 # Generic relation.
@@ -235,16 +212,12 @@ def raw_books_fixed(request: HttpRequest) -> HttpResponse:
 
 def book_comments(request: HttpRequest) -> HttpResponse:
     books = Book.objects.all()
-    return _render_demo(
-        request, "shop/book_comments.html", "book_comments", {"books": books}
-    )
+    return _render_demo(request, "shop/book_comments.html", "book_comments", {"books": books})
 
 
 def book_comments_fixed(request: HttpRequest) -> HttpResponse:
     books = Book.objects.prefetch_related("comments")
-    return _render_demo(
-        request, "shop/book_comments.html", "book_comments_fixed", {"books": books}
-    )
+    return _render_demo(request, "shop/book_comments.html", "book_comments_fixed", {"books": books})
 
 
 # Duplicates: identical queries from different lines are not an N+1.

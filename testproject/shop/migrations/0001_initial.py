@@ -123,9 +123,7 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "tags",
-                    models.ManyToManyField(
-                        blank=True, related_name="books", to="shop.tag"
-                    ),
+                    models.ManyToManyField(blank=True, related_name="books", to="shop.tag"),
                 ),
             ],
             options={

@@ -153,9 +153,7 @@ COMMENT_TEXTS = [
 
 
 class Command(BaseCommand):
-    help = (
-        "Fill the demo bookshop with a fixed catalogue (does nothing if data exists)."
-    )
+    help = "Fill the demo bookshop with a fixed catalogue (does nothing if data exists)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -169,9 +167,7 @@ class Command(BaseCommand):
             if reset:
                 self._delete_all()
             elif Publisher.objects.exists() or Book.objects.exists():
-                self.stdout.write(
-                    "Demo data already present; use --reset to recreate it."
-                )
+                self.stdout.write("Demo data already present; use --reset to recreate it.")
                 return
             self._seed()
         counts = ", ".join(
@@ -206,9 +202,7 @@ class Command(BaseCommand):
                 title=title,
                 author=authors[i % len(authors)],
                 publisher=publishers[(i * 3) % len(publishers)],
-                published=datetime.date(
-                    1996 + (i * 7) % 29, 1 + (i * 5) % 12, 1 + (i * 11) % 28
-                ),
+                published=datetime.date(1996 + (i * 7) % 29, 1 + (i * 5) % 12, 1 + (i * 11) % 28),
                 price=Decimal(9 + (i * 37) % 22) + Decimal("0.99"),
             )
             book.tags.set([tags[name] for name in tag_names])
