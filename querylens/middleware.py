@@ -179,7 +179,8 @@ def add_headers(response: HttpResponseBase, record: RequestRecord) -> None:
     response["X-QueryLens-Time"] = db_ms
     response["X-QueryLens-Duplicates"] = str(record.duplicate_count)
     response["X-QueryLens-NPlusOne"] = str(record.n_plus_one_count)
-    timing = f'db;dur={db_ms};desc="{record.query_count} queries"'
+    noun = "query" if record.query_count == 1 else "queries"
+    timing = f'db;dur={db_ms};desc="{record.query_count} {noun}"'
     existing = response.get("Server-Timing")
     response["Server-Timing"] = f"{existing}, {timing}" if existing else timing
 

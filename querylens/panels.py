@@ -200,6 +200,22 @@ class QueryLensPanel(Panel):
             logger.exception("querylens panel failed to analyse %s", request.path)
             self._record_stats({"error": "querylens failed to analyse this request; see the logs."})
 
+    def generate_server_timing(self, request: HttpRequest, response: HttpResponse) -> None:
+        # The toolbar sets Server-Timing from its panels' get_headers(),
+        # replacing what the response had: the application's own entries and,
+        # with querylens's middleware inside the toolbar's, the ``db`` entry.
+        # Remember them here, where the response is at hand, and hand them
+        # back below so the toolbar's value keeps them.
+        self._server_timing = str(response.get("Server-Timing", "") or "")
+
+    def get_headers(self, request: HttpRequest) -> dict[str, str]:
+        headers: dict[str, str] = super().get_headers(request)  # type: ignore[no-untyped-call]
+        kept = getattr(self, "_server_timing", "")
+        if kept:
+            own = headers.get("Server-Timing")
+            headers["Server-Timing"] = f"{kept}, {own}" if own else kept
+        return headers
+
     # -- content --------------------------------------------------------------
 
     @cached_property

@@ -64,7 +64,7 @@ def test_server_timing_is_appended_to_an_existing_value(client: Client, settings
     first, second = response["Server-Timing"].split(", ")
     assert first == 'app;dur=1.5;desc="view"'
     assert second.startswith("db;dur=")
-    assert second.endswith('desc="1 queries"')
+    assert second.endswith('desc="1 query"')
 
 
 def test_request_ids_are_unique(client: Client, settings: Any) -> None:

@@ -737,3 +737,18 @@ def test_unreadable_stored_stats_show_an_error(
         {"request_id": toolbar_id(response), "exclude_history": "True"},
     ).json()
     assert text(sidebar["QueryLensPanel"]["button"]) == "querylens error"
+
+
+@pytest.mark.parametrize("order", ["querylens_outside", "toolbar_outside"])
+def test_server_timing_keeps_the_app_and_db_entries_in_both_orders(
+    order: str, client: Client, library: list[Book], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enable_toolbar(settings, monkeypatch, order)
+    settings.QUERYLENS = {"HEADERS": "always"}
+    response = client.get("/server_timing/")
+    entries = [entry.strip() for entry in response["Server-Timing"].split(",")]
+    assert entries.count('app;dur=1.5;desc="view"') == 1, entries
+    db = [entry for entry in entries if entry.startswith("db;")]
+    assert db == [f'db;dur={response["X-QueryLens-Time"]};desc="1 query"'], entries
+    # The toolbar's own entries are there too (its Timer panel).
+    assert any(entry.startswith("TimerPanel_") for entry in entries), entries
