@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import django
 from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -109,6 +110,7 @@ def requests(request: HttpRequest) -> HttpResponse:
         {
             "title": "Recorded requests",
             "ql_tab": "requests",
+            "crumbs": [("Recorded requests", None)],
             "page": page,
             "path": path,
             "n_plus_one": n_plus_one,
@@ -134,6 +136,10 @@ def request_detail(request: HttpRequest, request_id: str) -> HttpResponse:
         {
             "title": f"{record.method} {record.path}",
             "ql_tab": "requests",
+            "crumbs": [
+                ("Recorded requests", reverse("querylens:requests")),
+                (f"{record.method} {record.path}", None),
+            ],
             "record": record,
             "page": page,
             "rows": [{"query": query, "role": roles.get(query.index)} for query in queries],
@@ -174,6 +180,16 @@ def explain(request: HttpRequest, request_id: str, index: int) -> HttpResponse:
         {
             "title": f"EXPLAIN of query #{query.index}",
             "ql_tab": "requests",
+            "crumbs": [
+                ("Recorded requests", reverse("querylens:requests")),
+                (f"{record.method} {record.path}", _request_url(record.id)),
+                (
+                    f"Query #{query.index}",
+                    f"{_request_url(record.id)}?page={query.index // QUERIES_PER_PAGE + 1}"
+                    f"#q-{query.index}",
+                ),
+                ("EXPLAIN", None),
+            ],
             "record": record,
             "query": query,
             "result": result,
@@ -215,7 +231,11 @@ def _storage_unavailable(request: HttpRequest) -> HttpResponse:
     return _render(
         request,
         "querylens/unavailable.html",
-        {"title": "Storage unavailable", "message": message},
+        {
+            "title": "Storage unavailable",
+            "message": message,
+            "crumbs": [("Storage unavailable", None)],
+        },
         status=503,
     )
 
@@ -226,10 +246,16 @@ def _render(
     # The admin's own context (site header, sidebar, theme toggle) so the
     # pages sit inside the admin like any of its own.
     base = admin.site.each_context(request)
+    # Django 6.1's admin styles breadcrumbs as <ol class="breadcrumbs"> only.
+    base["ql_ol_breadcrumbs"] = django.VERSION >= (6, 1)
     html = render_to_string(template, {**base, **context}, request=request)
     # Recorded values come from any code (a lone surrogate in a parameter):
     # what UTF-8 cannot encode is shown as an escape instead of failing the page.
     return HttpResponse(html.encode("utf-8", "backslashreplace"), status=status)
+
+
+def _request_url(request_id: str) -> str:
+    return reverse("querylens:request", kwargs={"request_id": request_id})
 
 
 def _login_url() -> str:

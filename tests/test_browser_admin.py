@@ -90,7 +90,22 @@ def test_staff_finds_the_n_plus_one_and_explains_its_query(
 
     rows.nth(book_author).get_by_role("link", name="Worst").click()
     page.wait_for_selector("#n-plus-one")
-    assert page.locator(".breadcrumbs").inner_text().endswith("GET /fk_loop/")
+    crumbs = page.locator(".breadcrumbs")
+    assert crumbs.inner_text().endswith("GET /fk_loop/")
+    # Styled as the admin styles its own (Django 6.1 styles only <ol>):
+    # the breadcrumb bar's colour, not the page's transparent default.
+    got, wanted = crumbs.evaluate(
+        """el => {
+            const probe = document.createElement("div");
+            probe.style.backgroundColor = "var(--breadcrumbs-bg)";
+            document.body.appendChild(probe);
+            const wanted = getComputedStyle(probe).backgroundColor;
+            probe.remove();
+            return [getComputedStyle(el).backgroundColor, wanted];
+        }"""
+    )
+    assert wanted not in ("", "rgba(0, 0, 0, 0)", "transparent")
+    assert got == wanted
     group = page.locator("#n1-1").inner_text()
     assert "12 queries" in group.replace("\n", " ")
     assert "tests/views.py" in group

@@ -751,3 +751,22 @@ def test_odd_recorded_values_give_pages_not_errors(
     assert "lone \\ud800 surrogate" in page
     exported = staff_client.get(detail_url(odd.id) + "?format=json").json()
     assert exported["queries"][0]["params"][0] == "lone \ud800 surrogate"
+
+
+@pytest.mark.django_db
+def test_breadcrumbs_use_the_admins_own_markup(library: list[Book]) -> None:
+    record = visit("/fk_loop/")
+    superuser = User.objects.create_superuser("root", password="x", email="root@example.com")
+    client = Client()
+    client.force_login(superuser)
+    admin_page = client.get("/admin/auth/user/").content.decode()
+    (admin_tag,) = re.findall(r'<(ol|div) class="breadcrumbs">', admin_page)
+    ours = client.get(detail_url(record.id)).content.decode()
+    match = re.search(r'<(ol|div) class="breadcrumbs">(.*?)</\1>', ours, re.S)
+    assert match is not None
+    assert match.group(1) == admin_tag
+    trail = re.sub(r"<[^>]+>|&rsaquo;", " ", match.group(2))
+    assert trail.split() == ["Home", "querylens", "Recorded", "requests", "GET", "/fk_loop/"]
+    # The last crumb is the page itself, not a link.
+    assert 'href="/admin/querylens/requests/"' in match.group(2)
+    assert f'href="{detail_url(record.id)}"' not in match.group(2)
