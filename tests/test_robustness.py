@@ -162,6 +162,11 @@ FRAMES_ADDED = 1
 
 
 def test_deep_recursion_needs_at_most_the_documented_extra_frames(client: Client) -> None:
+    if connection.vendor == "mysql":
+        pytest.skip(
+            "PyMySQL is pure Python: the search for the edge cuts it mid-packet with a "
+            "RecursionError and breaks the connection, with or without querylens"
+        )
     with override_settings(MIDDLEWARE=WITHOUT_QUERYLENS):
         bare = _smallest_spare(Client())
     recorded_spare = _smallest_spare(client)
