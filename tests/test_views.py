@@ -770,3 +770,34 @@ def test_breadcrumbs_use_the_admins_own_markup(library: list[Book]) -> None:
     # The last crumb is the page itself, not a link.
     assert 'href="/admin/querylens/requests/"' in match.group(2)
     assert f'href="{detail_url(record.id)}"' not in match.group(2)
+
+
+def _renders(client: Client, url: str) -> list[str]:
+    from django.test.signals import template_rendered
+
+    names: list[str] = []
+
+    def seen(sender: Any, template: Any, **kwargs: Any) -> None:
+        names.append(str(template.name))
+
+    template_rendered.connect(seen)
+    try:
+        assert client.get(url).status_code == 200
+    finally:
+        template_rendered.disconnect(seen)
+    return names
+
+
+@pytest.mark.django_db
+def test_the_request_page_renders_a_fixed_number_of_templates(staff_client: Client) -> None:
+    # Every template render is paid again by django-debug-toolbar's Templates
+    # panel; the page must not render one per query or per stack frame.
+    make_library(authors=3, books_per_author=2)
+    small = visit("/fk_loop/")
+    make_library(authors=20, books_per_author=3)
+    large = visit("/fk_loop/")
+    assert large.query_count > 5 * small.query_count
+    small_renders = _renders(staff_client, detail_url(small.id))
+    large_renders = _renders(staff_client, detail_url(large.id))
+    assert sorted(large_renders) == sorted(small_renders)
+    assert len(large_renders) <= 12, large_renders
