@@ -384,6 +384,17 @@ def _kind(code: CodeType) -> int:
     return kind
 
 
+def treat_as_library(code: CodeType) -> None:
+    """Never take frames of ``code`` for a call site.
+
+    For tools that wrap querylens's own functions from a project file (the
+    benchmark's timers): their frames would otherwise be every query's call
+    site.
+    """
+    code_objects[id(code)] = code
+    _kinds[id(code)] = _LIBRARY
+
+
 def _library_prefixes() -> tuple[str, ...]:
     import asgiref
     import django

@@ -72,7 +72,7 @@ def instrument(timers: Timers) -> None:
     """Time querylens's parts; the wrapped database call is timed apart."""
     from django.db import connections
 
-    from querylens import analysis, capture, middleware, relations, storage
+    from querylens import analysis, capture, middleware, relations
 
     # The execute wrapper sits in each connection's list; its own cost is its
     # total minus the database call it wraps.
@@ -96,8 +96,7 @@ def instrument(timers: Timers) -> None:
     # frames, or they would become every query's call site.
     probe = timers.timed(lambda: None, "_probe")
     for code in (execute_wrapper.__code__, probe.__code__):
-        capture._seen.append(code)
-        capture._kinds[id(code)] = capture._LIBRARY
+        capture.treat_as_library(code)
     del timers.samples["_probe"]
     # The middleware re-installs ``capture.execute_wrapper`` on every request
     # when it is missing from the list: point that name at the timed one.
@@ -114,13 +113,13 @@ def instrument(timers: Timers) -> None:
         "_finish",
         "middleware._finish (analysis+store+headers)",
     )
-    timers.wrap(middleware, "build_record", "  build_record")
+    timers.wrap(middleware, "record_request", "  record_request (analysis)")
     timers.wrap(analysis, "_query_record", "    _query_record (x queries)")
     timers.wrap(analysis, "duplicate_groups", "    duplicate_groups")
     timers.wrap(analysis, "n_plus_one_groups", "    n_plus_one_groups")
     timers.wrap(middleware, "_store", "  _store (ring buffer)")
     timers.wrap(middleware, "add_headers", "  add_headers")
-    timers.wrap(storage, "get_storage", "  get_storage")
+    timers.wrap(middleware, "get_storage", "  get_storage")
 
 
 def main(argv: list[str] | None = None) -> None:

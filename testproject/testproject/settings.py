@@ -30,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "querylens",
     "shop",
+    # The benchmark's pages and its management command (querylens_benchmark).
+    "bench",
 ]
 if HAS_DEBUG_TOOLBAR:
     INSTALLED_APPS.append("debug_toolbar")

@@ -18,10 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
 from bench.pages import PAGES
 from bench.runner import BenchmarkFailed, Options, report, run
 from bench.worker import ABLATIONS, VARIANTS
-from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
 def _choices(allowed: tuple[str, ...]) -> Any:
