@@ -1,4 +1,4 @@
-"""Retake the admin screenshots in docs/_static/ from the demo bookshop.
+"""Retake the admin and panel screenshots in docs/_static/ from the demo bookshop.
 
     .venv/bin/python docs/screenshots.py
 
@@ -96,6 +96,15 @@ def take(base: str) -> None:
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=OUT / "admin-request.png")
         page.locator("#timeline").screenshot(path=OUT / "admin-timeline.png")
+
+        # The debug-toolbar panel on the demo's /books/ page (the N+1 page).
+        page.goto(f"{base}/books/")
+        page.locator("#djDebugToolbarHandle, #djShowToolBarButton").first.wait_for()
+        if page.locator("#djShowToolBarButton").is_visible():
+            page.locator("#djShowToolBarButton").click()
+        page.locator("#djdt-QueryLensPanel a").click()
+        page.locator("#QueryLensPanel .ql-panel").wait_for()
+        page.screenshot(path=OUT / "panel.png")
         browser.close()
 
 

@@ -216,7 +216,7 @@ def cmd_demo(args: list[str]) -> None:
     shop pages          {base}/
     querylens hotspots  {base}/admin/querylens/   (log in as admin / admin)
     Django admin        {base}/admin/
-    headers             curl -sI {base}/
+    headers             curl -sI {base}/books/   (an N+1: 41 queries)
 
   Ctrl-C stops the server.
 """,
