@@ -10,12 +10,13 @@ import decimal
 import os
 import re
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from querylens.allow import AllowRule
+from querylens.allow import mark as mark_allowed
 from querylens.capture import RawFrame, RawQuery, Recorder, Segment, code_objects
 from querylens.fingerprint import fingerprint, is_transaction_control, statement_kind
 from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
@@ -39,6 +40,7 @@ def build_record(
     duration_ms: float,
     threshold: int,
     record_params: bool,
+    allow: Sequence[AllowRule] = (),
 ) -> RequestRecord:
     """Analyse a recorder's queries into a ``RequestRecord``."""
     raw = list(recorder.queries)
@@ -48,6 +50,7 @@ def build_record(
     ]
     duplicates = duplicate_groups(raw, queries)
     groups = n_plus_one_groups(raw, queries, threshold)
+    mark_allowed(groups, allow)
     return RequestRecord(
         id=request_id,
         method=method,
@@ -63,36 +66,6 @@ def build_record(
         duplicates=duplicates,
         n_plus_one=groups,
         truncated=recorder.count - len(raw),
-    )
-
-
-def record_request(
-    recorder: Recorder,
-    request: Any,
-    response: Any,
-    *,
-    request_id: str,
-    started_at: dt.datetime,
-    started: float,
-) -> RequestRecord:
-    """Analyse a recorder's queries as the record of one Django request.
-
-    ``started`` is the ``time.perf_counter()`` reading when measuring began.
-    """
-    from querylens.conf import conf
-
-    match = getattr(request, "resolver_match", None)
-    return build_record(
-        recorder,
-        request_id=request_id,
-        method=request.method or "",
-        path=request.path,
-        view=getattr(match, "_func_path", None),
-        status=getattr(response, "status_code", None),
-        started_at=started_at,
-        duration_ms=(time.perf_counter() - started) * 1000,
-        threshold=conf.N_PLUS_ONE_THRESHOLD,
-        record_params=conf.RECORD_PARAMS,
     )
 
 

@@ -146,7 +146,7 @@ class RawQuery:
 
 
 class Recorder:
-    """Collects the queries of one request (or one ``recording()`` block)."""
+    """Collects the queries of one recording (``querylens.lifecycle``)."""
 
     def __init__(
         self,
@@ -174,6 +174,9 @@ class Recorder:
         self.parents: dict[int, tuple[Any, Any, str, str]] = {}
         #: Cached result of analysis, filled by whoever finishes first.
         self.record: Any = None
+        #: What the recording is for (the request), so that entry points of
+        #: the same scope share one record (``querylens.lifecycle``).
+        self.scope: object = None
         self._lock = threading.Lock()
 
     def add(
@@ -244,37 +247,6 @@ def activate(recorder: Recorder) -> Token[Recorder | None]:
 
 def deactivate(token: Token[Recorder | None]) -> None:
     _current.reset(token)
-
-
-@contextmanager
-def recording(
-    *, max_queries: int | None = None, stack_depth: int | None = None
-) -> Iterator[Recorder]:
-    """Record the queries run inside the block.
-
-    When a recorder is already active (inside a request measured by the
-    middleware, say), that one is yielded so queries are never counted twice.
-    """
-    active = _current.get()
-    if active is not None:
-        yield active
-        return
-    from querylens.conf import conf
-
-    install_on_open_connections()
-    recorder = Recorder(
-        max_queries=max_queries if max_queries is not None else conf.MAX_QUERIES_PER_REQUEST,
-        stack_depth=stack_depth if stack_depth is not None else conf.STACK_DEPTH,
-    )
-    try:
-        recorder.task = asyncio.current_task()
-    except RuntimeError:
-        recorder.task = None
-    token = _current.set(recorder)
-    try:
-        yield recorder
-    finally:
-        _current.reset(token)
 
 
 @contextmanager

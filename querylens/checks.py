@@ -136,6 +136,7 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
                 )
             )
     errors.extend(_check_exclude_paths(user.get("EXCLUDE_PATHS")))
+    errors.extend(_check_allow(user.get("ALLOW")))
     errors.extend(_check_storage(user))
     if user.get("REDACT", True) is False:
         errors.append(
@@ -170,6 +171,37 @@ def _check_exclude_paths(value: Any) -> list[checks.CheckMessage]:
                     f"QUERYLENS['EXCLUDE_PATHS'] has an invalid pattern {pattern!r}: {exc}.",
                     hint=hint,
                     id="querylens.E009",
+                )
+            )
+    return errors
+
+
+def _check_allow(value: Any) -> list[checks.CheckMessage]:
+    from querylens import allow
+
+    if value is None:
+        return []
+    example = (
+        'For example [{"relation": "shop.Book.author", "callsite": "shop/views.py:book_list", '
+        '"reason": "ten rows at most"}].'
+    )
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        return [
+            checks.Error(
+                f"QUERYLENS['ALLOW'] is {value!r}, not a list of entries.",
+                hint=example,
+                id="querylens.E021",
+            )
+        ]
+    errors: list[checks.CheckMessage] = []
+    for position, entry in enumerate(value):
+        for problem in allow.problems(entry):
+            errors.append(
+                checks.Error(
+                    f"QUERYLENS['ALLOW'][{position}] {problem}.",
+                    hint="Each entry is a dict with a non-empty 'reason' and at least one of "
+                    "'relation', 'callsite' ('file:function') and 'fingerprint'. " + example,
+                    id="querylens.E022",
                 )
             )
     return errors

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "REDACT": True,
     "REDACT_COLUMNS": (),
     "REDACT_TABLES": (),
+    "ALLOW": (),
 }
 
 
@@ -116,6 +117,12 @@ class QueryLensSettings:
     @property
     def STACK_DEPTH(self) -> int:
         return int(self._get("STACK_DEPTH"))
+
+    @property
+    def ALLOW(self) -> list[Any]:
+        """Accepted N+1 groups, each with a reason (``querylens.allow``)."""
+        value = self._get("ALLOW")
+        return list(value) if isinstance(value, (list, tuple)) else []
 
     @property
     def REDACT(self) -> bool:

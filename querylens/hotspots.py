@@ -74,6 +74,8 @@ class Hotspot:
     paths: list[tuple[str, int]] = field(default_factory=list)
     newest: RequestRef | None = None
     worst: RequestRef | None = None
+    #: The allow entry's reason, when one accepts this N+1 (``QUERYLENS["ALLOW"]``).
+    allowed: str | None = None
     _relations: Counter[str] = field(default_factory=Counter, repr=False)
     _suggestions: Counter[str] = field(default_factory=Counter, repr=False)
     _views: Counter[str] = field(default_factory=Counter, repr=False)
@@ -200,6 +202,8 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
                 suggestion=group.suggestion,
                 first_index=group.query_indexes[0] if group.query_indexes else None,
             )
+            if group.allowed:
+                spot.allowed = group.allowed
         for dup in record.duplicates:
             if dup.query_indexes and in_n_plus_one.issuperset(dup.query_indexes):
                 continue
@@ -241,7 +245,7 @@ def filter_records(
         record
         for record in records
         if (not needle or needle in record.path.casefold())
-        and (not n_plus_one or record.n_plus_one)
+        and (not n_plus_one or record.n_plus_one_count)
     ]
 
 
@@ -273,17 +277,6 @@ def query_roles(record: RequestRecord) -> dict[int, QueryRole]:
         for index in dup.query_indexes:
             roles.setdefault(index, QueryRole()).duplicate = number
     return roles
-
-
-def duplicates_within_n_plus_one(record: RequestRecord) -> dict[int, int]:
-    """Duplicate group number -> the N+1 group number holding all its queries."""
-    within = {}
-    for dup_number, dup in enumerate(record.duplicates, start=1):
-        for number, group in enumerate(record.n_plus_one, start=1):
-            if dup.query_indexes and set(dup.query_indexes) <= set(group.query_indexes):
-                within[dup_number] = number
-                break
-    return within
 
 
 @dataclass

@@ -1,17 +1,14 @@
-"""The middleware: measure each request, analyse it, store it, report it."""
+"""The middleware: measure each request, analyse it, store it, report it.
+
+It is one entry point of ``querylens.lifecycle``, which holds the rules it
+shares with the toolbar panel and the test helpers.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import logging
-import random
-import re
-import secrets
 import sys
-import time
 from collections.abc import Awaitable, Callable
-from contextvars import Token
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -19,33 +16,12 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject, empty
 
-from querylens import capture
-from querylens.analysis import record_request
-from querylens.capture import Recorder
+from querylens import lifecycle
 from querylens.conf import conf
 from querylens.records import RequestRecord
 from querylens.storage import MemoryStorage, get_storage
 
 logger = logging.getLogger("querylens")
-
-#: URL namespaces whose pages are never recorded: our own and the toolbar's.
-EXCLUDED_NAMESPACES = frozenset({"querylens", "djdt"})
-
-#: When the last storage warning was logged (time.monotonic()); none yet.
-_last_storage_warning = float("-inf")
-
-
-class _Measurement:
-    """What the middleware keeps between the start and the end of a request."""
-
-    __slots__ = ("recorder", "request_id", "started", "started_at", "token")
-
-    def __init__(self, recorder: Recorder, token: Token[Recorder | None] | None) -> None:
-        self.recorder = recorder
-        self.token = token
-        self.request_id = secrets.token_urlsafe(12)
-        self.started_at = dt.datetime.now(dt.timezone.utc)
-        self.started = time.perf_counter()
 
 
 class QueryLensMiddleware:
@@ -67,61 +43,44 @@ class QueryLensMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        measurement = self._start(request)
-        if measurement is None:
+        recording = self._start(request)
+        if recording is None:
             return self.get_response(request)
         try:
-            measurement.recorder.boundary = sys._getframe()
             response = self.get_response(request)
         finally:
-            self._stop(measurement)
+            lifecycle.stop(recording)
         user = loaded_user(request) if self._needs_user() else None
-        return self._finish(request, response, measurement, user)  # type: ignore[arg-type]
+        return self._finish(request, response, recording, user)  # type: ignore[arg-type]
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        measurement = self._start(request)
-        if measurement is None:
+        recording = self._start(request)
+        if recording is None:
             return await self.get_response(request)  # type: ignore[no-any-return,misc]
         try:
-            measurement.recorder.task = asyncio.current_task()
-            measurement.recorder.boundary = sys._getframe()
             response = await self.get_response(request)  # type: ignore[misc]
         finally:
-            self._stop(measurement)
+            lifecycle.stop(recording)
         user = loaded_user(request) if self._needs_user() else None
         if _stores_in_memory():
-            return self._finish(request, response, measurement, user)
+            return self._finish(request, response, recording, user)
         # Writing to a shared storage is network I/O: keep it off the event loop.
         return await sync_to_async(self._finish, thread_sensitive=False)(
-            request, response, measurement, user
+            request, response, recording, user
         )
 
     # -- shared helpers ---------------------------------------------------
 
-    def _start(self, request: HttpRequest) -> _Measurement | None:
+    def _start(self, request: HttpRequest) -> lifecycle.Recording | None:
         try:
-            if not conf.ENABLED or _excluded_path(request.path):
+            if lifecycle.skip_reason(request.path) is not None or lifecycle.sampled_out():
                 return None
-            rate = conf.SAMPLE_RATE
-            if rate < 1.0 and random.random() >= rate:
-                return None
-            active = capture.current_recorder()
-            if active is not None:
-                # Someone outside us (the toolbar panel) records already.
-                return _Measurement(active, None)
-            capture.install_on_open_connections()
-            recorder = Recorder(
-                max_queries=conf.MAX_QUERIES_PER_REQUEST, stack_depth=conf.STACK_DEPTH
-            )
-            return _Measurement(recorder, capture.activate(recorder))
+            # Our own frame: the stack walk stops there, because what lies
+            # beyond (server, test client) is the same for every query.
+            return lifecycle.start(boundary=sys._getframe(1), scope=request)
         except Exception:
             logger.exception("querylens could not start measuring %s", request.path)
             return None
-
-    def _stop(self, measurement: _Measurement) -> None:
-        if measurement.token is not None:
-            measurement.recorder.boundary = None
-            capture.deactivate(measurement.token)
 
     def _needs_user(self) -> bool:
         try:
@@ -134,15 +93,16 @@ class QueryLensMiddleware:
         self,
         request: HttpRequest,
         response: HttpResponseBase,
-        measurement: _Measurement,
+        recording: lifecycle.Recording,
         user: Any,
     ) -> HttpResponseBase:
         try:
-            match = getattr(request, "resolver_match", None)
-            if match is not None and EXCLUDED_NAMESPACES.intersection(match.namespaces):
+            if lifecycle.excluded_namespace(request):
                 return response
-            record = self._record(request, response, measurement)
-            _store(record)
+            # The toolbar panel may have built it already (one record, one
+            # id); it stores it only when no middleware will.
+            record = lifecycle.finish_request(recording, request, response)
+            lifecycle.store(record)
             if record.n_plus_one:
                 _log_n_plus_one(record)
             if _headers_allowed(user):
@@ -150,25 +110,6 @@ class QueryLensMiddleware:
         except Exception:
             logger.exception("querylens failed while finishing %s", request.path)
         return response
-
-    def _record(
-        self, request: HttpRequest, response: HttpResponseBase, measurement: _Measurement
-    ) -> RequestRecord:
-        recorder = measurement.recorder
-        if recorder.record is not None:
-            # The toolbar panel, inside us, analysed the request already: one
-            # record, one id, whoever finishes first.
-            return recorder.record  # type: ignore[no-any-return]
-        record = record_request(
-            recorder,
-            request,
-            response,
-            request_id=measurement.request_id,
-            started_at=measurement.started_at,
-            started=measurement.started,
-        )
-        recorder.record = record
-        return record
 
 
 def add_headers(response: HttpResponseBase, record: RequestRecord) -> None:
@@ -223,27 +164,11 @@ def loaded_user(request: HttpRequest) -> Any:
     return user
 
 
-def _excluded_path(path: str) -> bool:
-    return any(re.match(pattern, path) for pattern in conf.EXCLUDE_PATHS)
-
-
 def _stores_in_memory() -> bool:
     try:
         return isinstance(get_storage(), MemoryStorage)
     except Exception:
         return False  # _finish logs the storage problem
-
-
-def _store(record: RequestRecord) -> None:
-    global _last_storage_warning
-    try:
-        get_storage().add(record)
-    except Exception:
-        # A storage outage must not flood the logs: one warning a minute.
-        now = time.monotonic()
-        if now - _last_storage_warning >= 60:
-            _last_storage_warning = now
-            logger.warning("querylens could not store request %s", record.id, exc_info=True)
 
 
 def _log_n_plus_one(record: RequestRecord) -> None:

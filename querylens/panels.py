@@ -18,14 +18,10 @@ can keep and re-show it.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import logging
-import re
-import secrets
 import sys
-import time
 from typing import Any
 
 from debug_toolbar.panels import Panel
@@ -40,10 +36,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.cache import never_cache
 
-from querylens import capture
-from querylens.analysis import record_request
-from querylens.capture import Recorder
-from querylens.conf import conf
+from querylens import capture, lifecycle
 from querylens.fingerprint import statement_kind
 from querylens.formatting import highlight_sql
 from querylens.records import CallSite, QueryRecord, RequestRecord
@@ -53,7 +46,6 @@ logger = logging.getLogger("querylens")
 
 #: Requests to these URL namespaces are shown but never stored, like the
 #: middleware does: querylens's own pages and the toolbar's.
-_UNSTORED_NAMESPACES = frozenset({"querylens", "djdt"})
 #: Statement kinds the EXPLAIN button is offered for; the admin view decides
 #: what it really runs (ANALYZE for reads only).
 _EXPLAINABLE = frozenset({"select", "with", "insert", "update", "delete"})
@@ -70,14 +62,8 @@ class QueryLensPanel(Panel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._recorder: Recorder | None = None
-        # The ``recording()`` block when this panel started the recorder.
-        self._recording: Any = None
-        #: Whether this panel started the recorder (and so must store it).
-        self._owner = False
+        self._recording: lifecycle.Recording | None = None
         self._skipped: str | None = None
-        self._started_at = dt.datetime.now(dt.timezone.utc)
-        self._started = time.perf_counter()
         if self.toolbar.request is not None and not isinstance(
             self.toolbar.store, _UnrecordedStore
         ):
@@ -143,58 +129,40 @@ class QueryLensPanel(Panel):
     # -- capture -------------------------------------------------------------
 
     def enable_instrumentation(self) -> None:
-        if self._recorder is not None or self._skipped is not None:
+        if self._recording is not None or self._skipped is not None:
             return
         try:
-            request = self.toolbar.request
-            if not conf.ENABLED:
-                self._skipped = 'querylens is disabled (QUERYLENS["ENABLED"] is False).'
-                return
-            if any(re.match(pattern, request.path) for pattern in conf.EXCLUDE_PATHS):
-                self._skipped = 'This path matches QUERYLENS["EXCLUDE_PATHS"].'
-                return
-            active = capture.current_recorder()
-            if active is not None:
-                # QueryLensMiddleware (or a recording() block) runs outside the
-                # toolbar: share its recorder, never count a query twice.
-                self._recorder = active
-                return
-            self._recording = capture.recording()
-            self._recorder = self._recording.__enter__()
-            self._owner = True
-            # The toolbar middleware's frame, live while the request runs: the
-            # stack walk stops there, as it does at QueryLensMiddleware's.
-            self._recorder.boundary = sys._getframe(1)
-            self._started_at = dt.datetime.now(dt.timezone.utc)
-            self._started = time.perf_counter()
+            self._skipped = lifecycle.skip_reason(self.toolbar.request.path)
+            if self._skipped is None:
+                # Shares QueryLensMiddleware's recording when it runs outside
+                # the toolbar (a query is never counted twice). Otherwise the
+                # toolbar middleware's frame, live while the request runs, is
+                # where the stack walk stops, as at QueryLensMiddleware's.
+                self._recording = lifecycle.start(
+                    boundary=sys._getframe(1), scope=self.toolbar.request
+                )
         except Exception:
             logger.exception("querylens panel could not start recording")
             self._skipped = "querylens could not start recording; see the logs."
 
     def disable_instrumentation(self) -> None:
         if self._recording is not None:
-            recording, self._recording = self._recording, None
-            if self._recorder is not None:
-                self._recorder.boundary = None
-            recording.__exit__(None, None, None)
+            lifecycle.stop(self._recording)
 
     def generate_stats(self, request: HttpRequest, response: HttpResponse) -> None:
-        recorder = self._recorder
-        if recorder is None:
+        recording = self._recording
+        if recording is None:
             self._record_stats(
                 {"skipped": self._skipped or "querylens did not record this request."}
             )
             return
         try:
-            record = recorder.record
-            if record is None:
-                # Nobody analysed this recorder yet: the middleware is not
-                # installed, or sits outside the toolbar and finishes later
-                # (it then finds this analysis on the recorder).
-                record = self._build(request, response, recorder)
-                recorder.record = record
-                if self._owner and not _unstored(request):
-                    _store(record)
+            built = recording.recorder.record is None
+            record = lifecycle.finish_request(recording, request, response)
+            # Stored by QueryLensMiddleware when it runs; by the panel only
+            # when the panel alone recorded the request.
+            if built and recording.owner and not lifecycle.excluded_namespace(request):
+                lifecycle.store(record)
             self._record_stats({"record": record.to_dict()})
         except Exception:
             logger.exception("querylens panel failed to analyse %s", request.path)
@@ -247,7 +215,7 @@ class QueryLensPanel(Panel):
         try:
             return (
                 int(record["query_count"]),
-                len(record.get("n_plus_one") or []),
+                sum(1 for group in record.get("n_plus_one") or [] if not group.get("allowed")),
                 float(record["db_time_ms"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -259,18 +227,6 @@ class QueryLensPanel(Panel):
 
     def _record_stats(self, stats: dict[str, Any]) -> None:
         self.record_stats(stats)  # type: ignore[no-untyped-call]
-
-    def _build(
-        self, request: HttpRequest, response: HttpResponse, recorder: Recorder
-    ) -> RequestRecord:
-        return record_request(
-            recorder,
-            request,
-            response,
-            request_id=secrets.token_urlsafe(12),
-            started_at=self._started_at,
-            started=self._started,
-        )
 
     def _stylesheet(self) -> SafeString:
         request = self.toolbar.request
@@ -350,8 +306,11 @@ def _record_context(record: RequestRecord) -> dict[str, Any]:
                 "explain_url": explain_url(first) if first else None,
             }
         )
+    # The same rule as the request page: a duplicate group belongs to the
+    # N+1 group that holds all of its queries.
+    within = record.duplicates_in_n_plus_one()
     duplicates = []
-    for duplicate in record.duplicates:
+    for number, duplicate in enumerate(record.duplicates, start=1):
         indexes = duplicate.query_indexes
         repeated = by_index.get(indexes[0]) if indexes else None
         duplicates.append(
@@ -362,7 +321,7 @@ def _record_context(record: RequestRecord) -> dict[str, Any]:
                 "sql": highlight_sql(duplicate.sql, reformat=False),
                 "params": _params_text(repeated.params) if repeated else None,
                 "indexes": ", ".join(f"#{i}" for i in indexes),
-                "n_plus_one": group_of.get(indexes[0]) if indexes else None,
+                "n_plus_one": within.get(number),
             }
         )
     queries = [
@@ -423,15 +382,3 @@ def _is_stored(request_id: str) -> bool:
     except Exception:
         logger.warning("querylens panel could not read storage", exc_info=True)
         return False
-
-
-def _store(record: RequestRecord) -> None:
-    try:
-        get_storage().add(record)
-    except Exception:
-        logger.warning("querylens panel could not store request %s", record.id, exc_info=True)
-
-
-def _unstored(request: HttpRequest) -> bool:
-    match = getattr(request, "resolver_match", None)
-    return match is not None and bool(_UNSTORED_NAMESPACES.intersection(match.namespaces))

@@ -133,6 +133,8 @@ class NPlusOneGroup:
     suggestion: str | None
     sample_sql: str
     query_indexes: list[int] = field(default_factory=list)
+    #: The reason of the allow entry (``QUERYLENS["ALLOW"]``) accepting it.
+    allowed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +146,7 @@ class NPlusOneGroup:
             "suggestion": self.suggestion,
             "sample_sql": self.sample_sql,
             "query_indexes": list(self.query_indexes),
+            "allowed": self.allowed,
         }
 
     @classmethod
@@ -157,6 +160,7 @@ class NPlusOneGroup:
             suggestion=data.get("suggestion"),
             sample_sql=str(data["sample_sql"]),
             query_indexes=[int(i) for i in data.get("query_indexes") or []],
+            allowed=data.get("allowed"),
         )
 
 
@@ -182,7 +186,23 @@ class RequestRecord:
 
     @property
     def n_plus_one_count(self) -> int:
-        return len(self.n_plus_one)
+        """N+1 groups, leaving out those an allow entry accepts."""
+        return sum(1 for group in self.n_plus_one if group.allowed is None)
+
+    @property
+    def unexpected_n_plus_one(self) -> list[NPlusOneGroup]:
+        """The N+1 groups no allow entry accepts."""
+        return [group for group in self.n_plus_one if group.allowed is None]
+
+    def duplicates_in_n_plus_one(self) -> dict[int, int]:
+        """Duplicate group number -> the N+1 group number holding all its queries."""
+        within = {}
+        for dup_number, dup in enumerate(self.duplicates, start=1):
+            for number, group in enumerate(self.n_plus_one, start=1):
+                if dup.query_indexes and set(dup.query_indexes) <= set(group.query_indexes):
+                    within[dup_number] = number
+                    break
+        return within
 
     def to_dict(self) -> dict[str, Any]:
         return {

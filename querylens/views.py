@@ -31,7 +31,6 @@ from querylens.explain import explain_query
 from querylens.hotspots import (
     QUERIES_PER_PAGE,
     build_report,
-    duplicates_within_n_plus_one,
     filter_records,
     query_roles,
     ranking_chart,
@@ -127,7 +126,7 @@ def request_detail(request: HttpRequest, request_id: str) -> HttpResponse:
     if request.GET.get("format") == "json":
         return JsonResponse(record.to_dict())
     roles = query_roles(record)
-    within = duplicates_within_n_plus_one(record)
+    within = record.duplicates_in_n_plus_one()
     page = Paginator(record.queries, QUERIES_PER_PAGE).get_page(request.GET.get("page"))
     queries: list[QueryRecord] = list(page.object_list)
     return _render(

@@ -129,6 +129,6 @@ def test_the_breakdown_diagnostic_times_every_part_it_names() -> None:
     assert out.startswith("nplusone: 3 requests, 101 queries each")
     # Every part it wraps still exists under its name, and each was called.
     assert "not found (renamed?)" not in out
-    for part in ("capture_stack", "relations.origin", "record_request", "_store", "get_storage"):
+    for part in ("capture_stack", "relations.origin", "finish_request", "store (", "get_storage"):
         (row,) = [line for line in out.splitlines() if line.strip().startswith(part)]
         assert re.search(r"\s\d+\.\d+\s+\d+\.\d\s", row), row

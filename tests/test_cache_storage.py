@@ -27,6 +27,7 @@ from django.core.checks import run_checks
 from django.test import Client, override_settings
 from django.urls import reverse
 
+import querylens.lifecycle
 import querylens.middleware
 from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
 from querylens.storage import CacheStorage, StorageError, get_storage
@@ -589,7 +590,7 @@ def test_a_record_that_cannot_fit_is_an_error_not_a_silent_drop(local_store: Cac
 @pytest.fixture
 def fresh_warning_window(monkeypatch: pytest.MonkeyPatch) -> None:
     # The middleware warns at most once a minute per process; start a window.
-    monkeypatch.setattr(querylens.middleware, "_last_storage_warning", float("-inf"))
+    monkeypatch.setattr(querylens.lifecycle, "_last_storage_warning", float("-inf"))
 
 
 @pytest.mark.usefixtures("library", "closed_cache", "fresh_warning_window")

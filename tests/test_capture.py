@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from querylens.capture import execute_wrapper, install, paused, recording
+from querylens.capture import execute_wrapper, install, paused
+from querylens.testing import recorded
 from tests.models import Book
 
 
 @pytest.mark.usefixtures("library")
 def test_paused_blocks_are_not_recorded() -> None:
-    with recording() as recorder:
+    with recorded() as result:
         Book.objects.count()
         with paused():
             Book.objects.count()
             Book.objects.count()
         Book.objects.count()
-    assert recorder.count == 2
+    assert result.record.query_count == 2
 
 
 @pytest.mark.django_db

@@ -10,7 +10,6 @@ import pytest
 from querylens.hotspots import (
     RANKING_BAR_WIDTH,
     build_report,
-    duplicates_within_n_plus_one,
     filter_records,
     query_roles,
     ranking_chart,
@@ -170,7 +169,7 @@ def test_duplicates_inside_an_n_plus_one_are_not_counted_twice() -> None:
     report = build_report([record])
     assert report.duplicates == []
     assert [spot.kind for spot in report.ranking] == ["n_plus_one"]
-    assert duplicates_within_n_plus_one(record) == {1: 1}
+    assert record.duplicates_in_n_plus_one() == {1: 1}
 
 
 def test_repeated_transaction_statements_are_not_hotspots() -> None:

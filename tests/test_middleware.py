@@ -187,9 +187,9 @@ def test_a_broken_storage_never_breaks_the_response(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import querylens.middleware
+    import querylens.lifecycle
 
-    monkeypatch.setattr(querylens.middleware, "_last_storage_warning", float("-inf"))
+    monkeypatch.setattr(querylens.lifecycle, "_last_storage_warning", float("-inf"))
     settings.QUERYLENS = {"HEADERS": "always", "STORAGE": "tests.test_middleware.BrokenStorage"}
     with caplog.at_level(logging.WARNING, logger="querylens"):
         first = client.get("/fk_loop/")
@@ -232,12 +232,12 @@ async def test_async_requests_write_shared_storage_off_the_event_loop(
 def test_an_error_inside_analysis_is_logged_and_the_response_goes_out(
     client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import querylens.middleware
+    import querylens.lifecycle
 
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("analysis bug")
 
-    monkeypatch.setattr(querylens.middleware, "record_request", explode)
+    monkeypatch.setattr(querylens.lifecycle, "finish_request", explode)
     settings.QUERYLENS = {"HEADERS": "always"}
     with caplog.at_level(logging.ERROR, logger="querylens"):
         response = client.get("/fk_loop/")
@@ -250,9 +250,9 @@ def test_an_error_inside_analysis_is_logged_and_the_response_goes_out(
 def test_an_error_at_start_is_logged_and_the_response_goes_out(
     client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import querylens.middleware
+    import querylens.lifecycle
 
-    monkeypatch.setattr(querylens.middleware, "Recorder", None)
+    monkeypatch.setattr(querylens.lifecycle, "Recorder", None)
     settings.QUERYLENS = {"HEADERS": "always"}
     with caplog.at_level(logging.ERROR, logger="querylens"):
         response = client.get("/fk_loop/")

@@ -28,9 +28,9 @@ from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client
 from django.urls import include, path, reverse
 
-from querylens.capture import recording
 from querylens.records import RequestRecord
 from querylens.storage import get_storage, reset_storage
+from querylens.testing import recorded
 from tests.factories import make_library
 from tests.helpers import VIEWS_FILE, line_of, querylens_staff
 from tests.models import Book
@@ -385,11 +385,11 @@ def test_recording_block_around_the_request_keeps_recording(
     client: Client, library: list[Book], settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     enable_toolbar(settings, monkeypatch, "panel_only")
-    with recording() as recorder:
+    with recorded() as result:
         response = client.get("/fk_loop/")
         Book.objects.count()
     assert panel_stats(response)["record"]["query_count"] == 1 + len(library)
-    assert recorder.count == 1 + len(library) + 1
+    assert result.record.query_count == 1 + len(library) + 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -607,13 +607,13 @@ def test_analysis_error_leaves_the_page_alone(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import querylens.panels
+    import querylens.lifecycle
 
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("analysis bug")
 
     enable_toolbar(settings, monkeypatch, "panel_only")
-    monkeypatch.setattr(querylens.panels, "record_request", explode)
+    monkeypatch.setattr(querylens.lifecycle, "finish_request", explode)
     response = client.get("/fk_loop/")
     assert response.status_code == 200
     assert sidebar_subtitle(response.content.decode()) == "error"
@@ -689,13 +689,13 @@ def test_recording_that_cannot_start_leaves_the_page_alone(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from querylens import capture
+    from querylens import lifecycle
 
     def broken(**kwargs: Any) -> Any:
         raise RuntimeError("recorder bug")
 
     enable_toolbar(settings, monkeypatch, "panel_only")
-    monkeypatch.setattr(capture, "recording", broken)
+    monkeypatch.setattr(lifecycle, "start", broken)
     response = client.get("/fk_loop/")
     assert response.status_code == 200
     assert sidebar_subtitle(response.content.decode()) == "off"

@@ -72,7 +72,7 @@ def instrument(timers: Timers) -> None:
     """Time querylens's parts; the wrapped database call is timed apart."""
     from django.db import connections
 
-    from querylens import analysis, capture, middleware, relations
+    from querylens import analysis, capture, lifecycle, middleware, relations
 
     # The execute wrapper sits in each connection's list; its own cost is its
     # total minus the database call it wraps.
@@ -113,13 +113,13 @@ def instrument(timers: Timers) -> None:
         "_finish",
         "middleware._finish (analysis+store+headers)",
     )
-    timers.wrap(middleware, "record_request", "  record_request (analysis)")
+    timers.wrap(lifecycle, "finish_request", "  finish_request (analysis)")
     timers.wrap(analysis, "_query_record", "    _query_record (x queries)")
     timers.wrap(analysis, "duplicate_groups", "    duplicate_groups")
     timers.wrap(analysis, "n_plus_one_groups", "    n_plus_one_groups")
-    timers.wrap(middleware, "_store", "  _store (ring buffer)")
+    timers.wrap(lifecycle, "store", "  store (ring buffer)")
     timers.wrap(middleware, "add_headers", "  add_headers")
-    timers.wrap(middleware, "get_storage", "  get_storage")
+    timers.wrap(lifecycle, "get_storage", "  get_storage")
 
 
 def main(argv: list[str] | None = None) -> None:
