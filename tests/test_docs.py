@@ -49,3 +49,13 @@ def test_every_permission_is_documented() -> None:
     text = (DOCS / "staging.rst").read_text()
     for permission in (permissions.VIEW_HOTSPOTS, permissions.VIEW_REQUESTS, permissions.EXPLAIN):
         assert f"``{permission}``" in text
+
+
+def test_the_api_page_documents_exactly_the_public_api() -> None:
+    import querylens
+
+    text = (DOCS / "api.rst").read_text()
+    documented = set(re.findall(r"^\.\. auto\w+:: querylens\.(\w+)$", text, re.M))
+    assert documented == set(querylens.__all__)
+    for name in querylens.__all__:
+        assert getattr(querylens, name) is not None
