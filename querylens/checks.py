@@ -91,6 +91,7 @@ _RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "EXPLAIN_TIMEOUT_MS": ("querylens.E015", _is_positive_int, "a positive number of milliseconds"),
     "STACK_DEPTH": ("querylens.E016", _is_positive_int, "a positive integer"),
     "REDACT": ("querylens.E018", _is_bool, "True or False"),
+    "RECORD_OUTSIDE_REQUESTS": ("querylens.E023", _is_bool, "True or False"),
     "REDACT_COLUMNS": (
         "querylens.E019",
         _is_name_list,

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "REDACT_COLUMNS": (),
     "REDACT_TABLES": (),
     "ALLOW": (),
+    "RECORD_OUTSIDE_REQUESTS": False,
 }
 
 
@@ -117,6 +118,11 @@ class QueryLensSettings:
     @property
     def STACK_DEPTH(self) -> int:
         return int(self._get("STACK_DEPTH"))
+
+    @property
+    def RECORD_OUTSIDE_REQUESTS(self) -> bool:
+        """Record management commands and ``django.tasks`` runs (``querylens.outside_requests``)."""
+        return bool(self._get("RECORD_OUTSIDE_REQUESTS"))
 
     @property
     def ALLOW(self) -> list[Any]:
