@@ -752,3 +752,15 @@ def test_server_timing_keeps_the_app_and_db_entries_in_both_orders(
     assert db == [f'db;dur={response["X-QueryLens-Time"]};desc="1 query"'], entries
     # The toolbar's own entries are there too (its Timer panel).
     assert any(entry.startswith("TimerPanel_") for entry in entries), entries
+
+
+def test_the_panel_marks_an_allowed_group_and_does_not_count_it(
+    client: Client, library: list[Book], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enable_toolbar(settings, monkeypatch)
+    settings.QUERYLENS = {"ALLOW": [{"relation": "tests.Book.author", "reason": "six rows"}]}
+    response = client.get("/fk_loop/")
+    assert sidebar_subtitle(response.content.decode()).startswith(
+        f"{1 + len(library)} queries · 0 N+1"
+    )
+    assert "allowed: six rows" in text(panel_content(client, response))
