@@ -172,11 +172,10 @@ class Recorder:
         self.tails: dict[int, tuple[Any, int, tuple[RawFrame, ...]]] = {}
         #: Objects loaded lazily, by id: ``(obj, parent, attribute, kind)``.
         self.parents: dict[int, tuple[Any, Any, str, str]] = {}
-        #: Cached result of analysis, filled by whoever finishes first.
-        self.record: Any = None
-        #: What the recording is for (the request), so that entry points of
-        #: the same scope share one record (``querylens.lifecycle``).
-        self.scope: object = None
+        #: Recordings under way on this recorder, by ``id()`` of their scope
+        #: (the request), so that entry points of one scope share one
+        #: (``querylens.lifecycle``).
+        self.scopes: dict[int, Any] = {}
         self._lock = threading.Lock()
 
     def add(

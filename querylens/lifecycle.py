@@ -77,53 +77,78 @@ def excluded_namespace(request: Any) -> bool:
 
 @dataclass(eq=False)
 class Recording:
-    """A recording under way: its recorder and what is needed to finish it."""
+    """A recording under way: its recorder and what is needed to finish it.
+
+    Entry points of one scope (the middleware and the toolbar panel, both
+    given the request) hold the same ``Recording``: one record, one id.
+    """
 
     recorder: Recorder
     #: Whether ``start()`` activated the recorder (and ``stop()`` must end it).
     owner: bool
-    #: Whether it joined a recorder of the same scope (the same request).
-    same_scope: bool = False
+    #: What the recording is for (the request), or None.
+    scope: object = None
     token: Token[Recorder | None] | None = None
     request_id: str = field(default_factory=new_request_id)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     started: float = field(default_factory=time.perf_counter)
     #: Where the recorder stood at the start: ``(stored queries, queries, db time)``.
     mark: tuple[int, int, float] = (0, 0, 0.0)
+    #: Entry points that joined it after the one that started it.
+    joined: int = 0
+    #: The analysis, once an entry point of the scope finished it.
+    record: RequestRecord | None = None
+    #: The recorder's boundary before this nested recording set its own.
+    outer_boundary: Any = None
 
     @property
     def nested(self) -> bool:
         """Inside a larger recording (a test, a command): only its own slice counts."""
-        return not self.owner and not self.same_scope
+        return not self.owner
 
 
 def start(*, boundary: Any = None, scope: object = None) -> Recording:
     """Start recording the queries of this context, or join the active recording.
 
-    When a recording is active already, a query is never counted twice: it
-    goes to the active recorder. Joined with the same ``scope`` (the toolbar
-    panel and the middleware, both given the request), both report the same
-    record. Joined from another scope (a request made by a test client inside
-    a recorded test), this recording reports only the queries it saw.
-    ``boundary`` is the frame where call-site walks stop.
+    A query is never counted twice: inside an active recording it goes to
+    the active recorder. An entry point given the ``scope`` of a recording
+    already under way (the toolbar panel and the middleware, both given the
+    request) joins it and reports the same record. Inside a recording of
+    another scope (a request made by a test client in a recorded test), the
+    new recording reports only the queries it saw. ``boundary`` is the frame
+    where call-site walks stop.
     """
     active = capture.current_recorder()
     if active is not None:
-        return Recording(
+        if scope is not None:
+            existing = active.scopes.get(id(scope))
+            # The recording keeps its scope alive, so the id cannot be reused.
+            if existing is not None and existing.scope is scope:
+                existing.joined += 1
+                return existing  # type: ignore[no-any-return]
+        recording = Recording(
             active,
             owner=False,
-            same_scope=scope is not None and active.scope is scope,
+            scope=scope,
             mark=(len(active.queries), active.count, active.db_time),
+            outer_boundary=active.boundary,
         )
-    capture.install_on_open_connections()
-    recorder = Recorder(max_queries=conf.MAX_QUERIES_PER_REQUEST, stack_depth=conf.STACK_DEPTH)
-    try:
-        recorder.task = asyncio.current_task()
-    except RuntimeError:  # no event loop in this thread
-        recorder.task = None
-    recorder.boundary = boundary
-    recorder.scope = scope
-    return Recording(recorder, owner=True, token=capture.activate(recorder))
+        if boundary is not None:
+            # While this request runs, what lies beyond its middleware (the
+            # test calling the client, say) is never its call site.
+            active.boundary = boundary
+    else:
+        capture.install_on_open_connections()
+        recorder = Recorder(max_queries=conf.MAX_QUERIES_PER_REQUEST, stack_depth=conf.STACK_DEPTH)
+        try:
+            recorder.task = asyncio.current_task()
+        except RuntimeError:  # no event loop in this thread
+            recorder.task = None
+        recorder.boundary = boundary
+        recording = Recording(recorder, owner=True, scope=scope, token=capture.activate(recorder))
+    if scope is not None:
+        recording.recorder.scopes[id(scope)] = recording
+    return recording
 
 
 def _own_part(recording: Recording) -> Recorder:
@@ -132,19 +157,27 @@ def _own_part(recording: Recording) -> Recorder:
     if not recording.nested:
         return recorder
     stored, seen, db_time = recording.mark
-    part = Recorder(max_queries=recorder.max_queries, stack_depth=recorder.stack_depth)
-    part.queries = recorder.queries[stored:]
+    cap = conf.MAX_QUERIES_PER_REQUEST
+    part = Recorder(max_queries=cap, stack_depth=recorder.stack_depth)
+    part.queries = recorder.queries[stored : stored + cap]
     part.count = recorder.count - seen
     part.db_time = recorder.db_time - db_time
     return part
 
 
 def stop(recording: Recording) -> None:
-    """Stop recording (a no-op for a recording that joined another one)."""
+    """Stop recording: the entry point that started it ends it, joiners only leave."""
+    if recording.joined:
+        recording.joined -= 1
+        return
+    if recording.scope is not None:
+        recording.recorder.scopes.pop(id(recording.scope), None)
     if recording.owner and recording.token is not None:
         recording.recorder.boundary = None
         token, recording.token = recording.token, None
         capture.deactivate(token)
+    elif not recording.owner:
+        recording.recorder.boundary = recording.outer_boundary
 
 
 def finish(
@@ -160,16 +193,14 @@ def finish(
 ) -> RequestRecord:
     """Analyse what the recording captured into its record.
 
-    The first entry point to finish a shared recorder builds the record and
-    the others get the same one (``reuse``), so the middleware and the
-    toolbar panel report one request with one id.
+    The first entry point of a scope to finish builds the record and the
+    others get the same one (``reuse``), so the middleware and the toolbar
+    panel report one request with one id.
     """
     from querylens.analysis import build_record
 
-    recorder = recording.recorder
-    reuse = reuse and not recording.nested
-    if reuse and recorder.record is not None:
-        return recorder.record  # type: ignore[no-any-return]
+    if reuse and recording.record is not None:
+        return recording.record
     record = build_record(
         _own_part(recording),
         request_id=recording.request_id,
@@ -184,7 +215,7 @@ def finish(
         allow=allow_rules.configured() if allow is None else allow,
     )
     if reuse:
-        recorder.record = record
+        recording.record = record
     return record
 
 

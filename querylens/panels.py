@@ -63,6 +63,7 @@ class QueryLensPanel(Panel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._recording: lifecycle.Recording | None = None
+        self._started_it = False
         self._skipped: str | None = None
         if self.toolbar.request is not None and not isinstance(
             self.toolbar.store, _UnrecordedStore
@@ -141,6 +142,9 @@ class QueryLensPanel(Panel):
                 self._recording = lifecycle.start(
                     boundary=sys._getframe(1), scope=self.toolbar.request
                 )
+                # Whether the panel started this request's recording (then it
+                # stores the record unless QueryLensMiddleware, inside, does).
+                self._started_it = self._recording.joined == 0
         except Exception:
             logger.exception("querylens panel could not start recording")
             self._skipped = "querylens could not start recording; see the logs."
@@ -157,11 +161,11 @@ class QueryLensPanel(Panel):
             )
             return
         try:
-            built = recording.recorder.record is None
+            built = recording.record is None
             record = lifecycle.finish_request(recording, request, response)
             # Stored by QueryLensMiddleware when it runs; by the panel only
             # when the panel alone recorded the request.
-            if built and recording.owner and not lifecycle.excluded_namespace(request):
+            if built and self._started_it and not lifecycle.excluded_namespace(request):
                 lifecycle.store(record)
             self._record_stats({"record": record.to_dict()})
         except Exception:

@@ -252,7 +252,10 @@ def test_an_error_at_start_is_logged_and_the_response_goes_out(
 ) -> None:
     import querylens.lifecycle
 
-    monkeypatch.setattr(querylens.lifecycle, "Recorder", None)
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("start bug")
+
+    monkeypatch.setattr(querylens.lifecycle, "start", explode)
     settings.QUERYLENS = {"HEADERS": "always"}
     with caplog.at_level(logging.ERROR, logger="querylens"):
         response = client.get("/fk_loop/")
