@@ -385,6 +385,30 @@ def _views(cursor: Any, names: set[str]) -> list[tuple[str, str]]:
 # --- running -------------------------------------------------------------------------
 
 
+class _Plan:
+    """Whether this EXPLAIN analyzes, and why not when the statement check says no."""
+
+    def __init__(self, analyze: bool, read_only: bool) -> None:
+        self.analyze = analyze
+        self.read_only = read_only
+        self.why_not: str | None = None
+
+    def prepare(self, cursor: Any, sql: str) -> None:
+        """Read-only where possible, then the statement check (which may refuse)."""
+        if self.read_only:
+            cursor.execute("SET TRANSACTION READ ONLY")
+        reason = check_mysql_statement(cursor, sql)
+        if reason is not None and self.analyze:
+            self.analyze = False
+            self.why_not = reason
+
+    def report(self, result: ExplainResult) -> None:
+        result.read_only = self.read_only
+        result.analyzed = self.analyze
+        if self.why_not is not None:
+            result.note = f"Not analyzed. {self.why_not}"
+
+
 def _run_mariadb(
     connection: Any, verdict: Verdict, params: Any, timeout: int, result: ExplainResult
 ) -> None:
@@ -392,33 +416,23 @@ def _run_mariadb(
     # SET TRANSACTION only takes effect before the transaction starts, so not
     # when the caller is inside one already (ATOMIC_REQUESTS, a test case);
     # and MariaDB refuses to even plan a write in a read-only transaction.
-    read_only = analyze and outside_transaction(connection)
+    plan = _Plan(analyze, read_only=analyze and outside_transaction(connection))
     seconds = f"{timeout / 1000:.3f}"
     output: list[Any] = []
-    why_not: list[str] = []
 
     def body(cursor: Any) -> None:
-        nonlocal analyze
-        if read_only:
-            cursor.execute("SET TRANSACTION READ ONLY")
-        reason = check_mysql_statement(cursor, verdict.sql)
-        if reason is not None and analyze:
-            analyze = False
-            why_not.append(reason)
-        command = "ANALYZE FORMAT=JSON" if analyze else "EXPLAIN FORMAT=JSON"
+        plan.prepare(cursor, verdict.sql)
+        command = "ANALYZE FORMAT=JSON" if plan.analyze else "EXPLAIN FORMAT=JSON"
         cursor.execute(
             f"SET STATEMENT max_statement_time={seconds} FOR {command} {verdict.sql}", params
         )
         output.append(cursor.fetchone()[0])
 
     rolled_back(connection, body)
-    result.read_only = read_only
-    result.analyzed = analyze
+    plan.report(result)
     text = output[0].decode() if isinstance(output[0], bytes) else str(output[0])
     result.plan = parse_mariadb(text)
     result.plan_text = text
-    if why_not:
-        result.note = f"Not analyzed. {why_not[0]}"
 
 
 def _run_mysql(
@@ -426,21 +440,14 @@ def _run_mysql(
 ) -> None:
     version = tuple(getattr(connection, "mysql_version", (0, 0, 0)))
     analyze = verdict.mode is Mode.ANALYZE and version >= (8, 0, 18)
-    read_only = analyze and outside_transaction(connection)
     if not analyze and version < (8, 0, 16):
         raise Failure(f"EXPLAIN of this query needs MySQL 8.0.16 or later (this is {version}).")
+    plan = _Plan(analyze, read_only=analyze and outside_transaction(connection))
     output: list[Any] = []
-    why_not: list[str] = []
 
     def body(cursor: Any) -> None:
-        nonlocal analyze
-        if read_only:
-            cursor.execute("SET TRANSACTION READ ONLY")
-        reason = check_mysql_statement(cursor, verdict.sql)
-        if reason is not None and analyze:
-            analyze = False
-            why_not.append(reason)
-        command = "EXPLAIN ANALYZE" if analyze else "EXPLAIN FORMAT=TREE"
+        plan.prepare(cursor, verdict.sql)
+        command = "EXPLAIN ANALYZE" if plan.analyze else "EXPLAIN FORMAT=TREE"
         cursor.execute("SELECT @@SESSION.max_execution_time")
         previous = int(cursor.fetchone()[0])
         # max_execution_time bounds read-only SELECTs, which is all ANALYZE runs.
@@ -452,11 +459,8 @@ def _run_mysql(
             cursor.execute(f"SET SESSION max_execution_time = {previous:d}")
 
     rolled_back(connection, body)
-    result.read_only = read_only
-    result.analyzed = analyze
+    plan.report(result)
     result.plan_text = str(output[0])
     result.plan = parse_mysql_tree(result.plan_text)
-    if why_not:
-        result.note = f"Not analyzed. {why_not[0]}"
-    elif verdict.mode is Mode.ANALYZE and not analyze:
+    if verdict.mode is Mode.ANALYZE and version < (8, 0, 18):
         result.note = "Not analyzed: EXPLAIN ANALYZE needs MySQL 8.0.18 or later."
