@@ -97,7 +97,10 @@ def n_plus_one_groups(
         if is_transaction_control(query.sql):
             # Savepoints get a new name each time; they are never the user's N+1.
             continue
-        key = (query.alias, queries[index].fingerprint, query.stack)
+        # Same SQL from the same user call stack; a query no user code ran
+        # is keyed by its library code path instead, so that two different
+        # library lines (the admin counting its rows twice) stay duplicates.
+        key = (query.alias, queries[index].fingerprint, query.stack or query.library_path)
         buckets.setdefault(key, []).append(index)
     repeated = [indexes for indexes in buckets.values() if len(indexes) >= threshold]
     relations = {_relation_of(raw, indexes)[0] for indexes in repeated} - {None}

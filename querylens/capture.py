@@ -108,6 +108,7 @@ class RawQuery:
         "alias",
         "duration",
         "error",
+        "library_path",
         "many",
         "params",
         "path",
@@ -143,6 +144,9 @@ class RawQuery:
         self.path: tuple[Segment, ...] = ()
         #: When the path is a guess, the relation whose N+1 would confirm it.
         self.weak_via: str | None = None
+        #: For a query no user code ran (empty ``stack``): the library code
+        #: path that ran it, so two library lines never look like one loop.
+        self.library_path: tuple[RawFrame, ...] = ()
 
 
 class Recorder:
@@ -199,6 +203,8 @@ class Recorder:
             if params is not None:
                 params = kept_params(params, many)
             query = RawQuery(alias, sql, params, many, start - self.started, duration, error, stack)
+            if not stack:
+                query.library_path = library_path(frame, self.boundary)
         with self._lock:
             self.count += 1
             self.db_time += duration
@@ -415,6 +421,26 @@ def _classify(code: CodeType) -> int:
     return _USER
 
 
+#: Whether a template file belongs to the project, by its path.
+_template_files: dict[str, bool] = {}
+
+
+def _project_template(origin: Any) -> bool:
+    """Whether a template is the project's own, not an installed package's.
+
+    ``admin/change_list.html`` is Django's: a loop in it is the admin's, so
+    its line is no call site (the query is then keyed by its library path).
+    """
+    name = str(origin.name)
+    known = _template_files.get(name)
+    if known is None:
+        # Templates from strings have no file ("<unknown source>"): the project's.
+        known = name.startswith("<") or not os.path.abspath(name).startswith(_library)
+        if len(_template_files) < 10_000:
+            _template_files[name] = known
+    return known
+
+
 #: Frames whose walk outwards is remembered, per request.
 _MAX_TAILS = 64
 
@@ -460,7 +486,7 @@ def capture_stack(
                 node = frame.f_locals.get("self")
                 token = getattr(node, "token", None)
                 origin = getattr(node, "origin", None)
-                if token is not None and origin is not None:
+                if token is not None and origin is not None and _project_template(origin):
                     stack.append((str(origin.template_name or origin.name), token.lineno))
             else:  # _BRIDGE
                 local = frame.f_locals
@@ -478,6 +504,27 @@ def capture_stack(
         for seen_frame, lasti, position in visited:
             tails[id(seen_frame)] = (seen_frame, lasti, tuple(stack[position:]))
     return tuple(stack[:depth])
+
+
+#: How many frames of a library code path are kept (enough to get past the
+#: ORM's own dozen frames into the code that ran the query).
+LIBRARY_PATH_DEPTH = 40
+
+
+def library_path(frame: FrameType | None, boundary: Any = None) -> tuple[RawFrame, ...]:
+    """The code path, innermost first, of a query that no user frame ran.
+
+    Only called when ``capture_stack`` found no user or template frame, so
+    queries run by the project's own code pay nothing for it.
+    """
+    path: list[RawFrame] = []
+    while frame is not None and frame is not boundary and len(path) < LIBRARY_PATH_DEPTH:
+        code = frame.f_code
+        if id(code) not in _kinds:
+            _kind(code)  # keeps the code object alive, so its id stays unique
+        path.append((id(code), frame.f_lineno))
+        frame = frame.f_back
+    return tuple(path)
 
 
 def _awaiting_frames(
