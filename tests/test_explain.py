@@ -309,6 +309,34 @@ def test_small_plans_get_no_warnings() -> None:
     assert find_warnings(root, analyzed=True) == []
 
 
+def test_a_fast_slowest_step_is_not_pointed_out() -> None:
+    # An index lookup of 0.05 ms under a 0.06 ms query: the slowest step, and
+    # nothing to act on.
+    plan = {
+        "Plan": {
+            "Node Type": "Limit",
+            "Plan Rows": 1,
+            "Actual Rows": 1,
+            "Actual Loops": 1,
+            "Actual Total Time": 0.06,
+            "Plans": [
+                {
+                    "Node Type": "Index Scan",
+                    "Relation Name": "tests_book",
+                    "Index Name": "tests_book_pkey",
+                    "Plan Rows": 1,
+                    "Actual Rows": 1,
+                    "Actual Loops": 1,
+                    "Actual Total Time": 0.05,
+                }
+            ],
+        }
+    }
+    root, _ = parse_postgres([plan])
+    assert find_warnings(root, analyzed=True) == []
+    assert not any(node.slowest for _, node in root.walk())
+
+
 def test_a_plan_only_estimate_warns_about_expected_big_scans() -> None:
     plan = {
         "Plan": {

@@ -15,6 +15,10 @@ _VENDOR_NAMES = {
 }
 #: A sequential / full scan reading at least this many rows is worth a warning.
 LARGE_SCAN_ROWS = 10_000
+#: The slowest step is pointed out only when its own time is at least this
+#: (ms): a 0.05 ms primary-key lookup is the slowest step of a fast query,
+#: and nothing to act on.
+SLOW_STEP_MS = 1.0
 #: Estimated and actual rows differing by this factor or more get a warning.
 ESTIMATE_FACTOR = 10.0
 
@@ -113,7 +117,7 @@ class ExplainResult:
 
 
 def find_warnings(root: PlanNode, *, analyzed: bool) -> list[str]:
-    """Mark the slowest step; flag big full scans and row estimates off by 10x.
+    """Mark the slowest step (when it matters); flag big full scans and row estimates off by 10x.
 
     A row estimate is flagged where the error starts: the deepest step that
     is off, not every step above it that inherits the error.
@@ -123,7 +127,7 @@ def find_warnings(root: PlanNode, *, analyzed: bool) -> list[str]:
     timed = [node for node in nodes if node.self_ms is not None]
     if analyzed and len(nodes) > 1 and timed and root.time_ms:
         slowest = max(timed, key=lambda node: node.self_ms or 0.0)
-        if slowest.self_ms:
+        if slowest.self_ms and slowest.self_ms >= SLOW_STEP_MS:
             slowest.slowest = True
             share = min(slowest.self_ms / root.time_ms * 100, 100.0)
             slowest.warnings.append(f"Slowest step: {share:.0f}% of the time.")
