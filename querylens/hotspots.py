@@ -17,12 +17,14 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from querylens.fingerprint import is_transaction_control
 from querylens.records import CallSite, QueryRecord, RequestRecord
 
-HotspotKind = Literal["n_plus_one", "duplicate"]
+HotspotKind = Literal["n_plus_one", "duplicate", "slow"]
+#: Slow-query hotspots shown, and exported, at most.
+SLOW_LIMIT = 50
 
 #: Queries per page of the request page (links to a query need its page).
 QUERIES_PER_PAGE = 100
@@ -76,6 +78,8 @@ class Hotspot:
     worst: RequestRef | None = None
     #: The allow entry's reason, when one accepts this N+1 (``QUERYLENS["ALLOW"]``).
     allowed: str | None = None
+    #: The longest single query of this shape, in ms (slow-query hotspots).
+    max_ms: float = 0.0
     _relations: Counter[str] = field(default_factory=Counter, repr=False)
     _suggestions: Counter[str] = field(default_factory=Counter, repr=False)
     _views: Counter[str] = field(default_factory=Counter, repr=False)
@@ -139,6 +143,36 @@ class Hotspot:
         if self.worst is None or (total_ms, count) > (self.worst.total_ms, self.worst.count):
             self.worst = ref
 
+    def to_dict(self) -> dict[str, Any]:
+        """The hotspot as the hotspots page's JSON export gives it."""
+        worst = self.worst
+        return {
+            "kind": self.kind,
+            "fingerprint": self.fingerprint,
+            "callsite": self.callsite.to_dict() if self.callsite else None,
+            "relation": self.relation,
+            "suggestion": self.suggestion,
+            "allowed": self.allowed,
+            "sample_sql": self.sample_sql,
+            "occurrences": self.occurrences,
+            "requests": self.requests,
+            "total_ms": self.total_ms,
+            "mean_ms": round(self.avg_ms, 3),
+            "max_ms": round(self.max_ms, 3),
+            "saved_ms": self.saved_ms,
+            "views": [view for view, _ in self.views],
+            "paths": [path for path, _ in self.paths],
+            "worst": (
+                {
+                    "request_id": worst.id,
+                    "query_index": worst.first_index,
+                    "total_ms": worst.total_ms,
+                }
+                if worst
+                else None
+            ),
+        }
+
     def _finish(self) -> None:
         self.total_ms = round(self.total_ms, 3)
         self.saved_ms = round(self.saved_ms, 3)
@@ -157,6 +191,19 @@ class HotspotReport:
     request_count: int
     oldest: dt.datetime | None
     newest: dt.datetime | None
+    #: Every query shape, by total database time across the requests.
+    slow: list[Hotspot] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_count": self.request_count,
+            "oldest": self.oldest.isoformat() if self.oldest else None,
+            "newest": self.newest.isoformat() if self.newest else None,
+            "saved_ms": self.saved_ms,
+            "n_plus_one": [spot.to_dict() for spot in self.n_plus_one],
+            "duplicates": [spot.to_dict() for spot in self.duplicates],
+            "slow": [spot.to_dict() for spot in self.slow],
+        }
 
     @property
     def ranking(self) -> list[Hotspot]:
@@ -178,6 +225,7 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
     """
     n_plus_one: dict[tuple[str, CallSite | None], Hotspot] = {}
     duplicates: dict[tuple[str, CallSite | None], Hotspot] = {}
+    slow: dict[str, Hotspot] = {}
     request_count = 0
     oldest: dt.datetime | None = None
     newest: dt.datetime | None = None
@@ -225,7 +273,8 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
                 suggestion=None,
                 first_index=dup.query_indexes[0] if dup.query_indexes else None,
             )
-    for spot in (*n_plus_one.values(), *duplicates.values()):
+        _add_slow(slow, record)
+    for spot in (*n_plus_one.values(), *duplicates.values(), *slow.values()):
         spot._finish()
     return HotspotReport(
         n_plus_one=_ranked(n_plus_one.values()),
@@ -233,7 +282,53 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
         request_count=request_count,
         oldest=oldest,
         newest=newest,
+        slow=sorted(slow.values(), key=lambda s: (-s.total_ms, -s.max_ms, s.fingerprint))[
+            :SLOW_LIMIT
+        ],
     )
+
+
+def _add_slow(slow: dict[str, Hotspot], record: RequestRecord) -> None:
+    """Add one record's queries to the slow-query ranking, by fingerprint.
+
+    The worst request is the one holding the slowest single instance: the
+    one worth opening in EXPLAIN.
+    """
+    shapes: dict[str, list[QueryRecord]] = {}
+    for query in record.queries:
+        if not is_transaction_control(query.sql):
+            shapes.setdefault(query.fingerprint, []).append(query)
+    for fingerprint, members in shapes.items():
+        spot = slow.get(fingerprint)
+        if spot is None:
+            spot = slow[fingerprint] = Hotspot(
+                kind="slow", fingerprint=fingerprint, callsite=members[0].callsite
+            )
+        slowest = max(members, key=lambda query: query.duration_ms)
+        worst_before = spot.worst
+        spot._add(
+            record,
+            count=len(members),
+            total_ms=sum(query.duration_ms for query in members),
+            sample_sql=slowest.sql,
+            relation=None,
+            suggestion=None,
+            first_index=slowest.index,
+        )
+        if slowest.duration_ms >= spot.max_ms:
+            spot.max_ms = slowest.duration_ms
+            spot.worst = RequestRef(
+                id=record.id,
+                method=record.method,
+                path=record.path,
+                started_at=record.started_at,
+                count=len(members),
+                total_ms=slowest.duration_ms,
+                first_index=slowest.index,
+            )
+        else:
+            spot.worst = worst_before
+        spot.saved_ms = 0.0  # a slow query is sped up, not removed
 
 
 def filter_records(

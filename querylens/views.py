@@ -81,6 +81,8 @@ def permission_required(permission: str) -> Callable[[View], View]:
 def hotspots(request: HttpRequest) -> HttpResponse:
     records, skipped = _recent()
     report = build_report(records)
+    if request.GET.get("format") == "json":
+        return JsonResponse({**report.to_dict(), "skipped": skipped})
     return _render(
         request,
         "querylens/hotspots.html",
@@ -90,6 +92,9 @@ def hotspots(request: HttpRequest) -> HttpResponse:
             "report": report,
             "chart": ranking_chart(report.ranking),
             "skipped": skipped,
+            # The slow-query table's EXPLAIN buttons and links.
+            "can_explain": permissions.allowed(request.user, permissions.EXPLAIN),
+            "can_view_requests": permissions.allowed(request.user, permissions.VIEW_REQUESTS),
         },
     )
 

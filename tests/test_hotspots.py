@@ -304,3 +304,33 @@ def test_real_requests_aggregate_into_the_fk_loop_hotspot(client) -> None:
     assert (spot.requests, spot.occurrences) == (3, 18)
     assert spot.views == [("tests.views.fk_loop", 3)]
     get_storage().clear()
+
+
+def test_slow_queries_rank_every_shape_by_total_time_with_its_slowest_run() -> None:
+    import dataclasses
+
+    from tests.test_cache_storage import make_record
+
+    fast = make_record(1)
+    slow = make_record(2)
+    # Same shapes in both requests; the second ran its first query slowly.
+    slow.queries = [
+        dataclasses.replace(
+            query, duration_ms=query.duration_ms + (40.0 if query.index == 0 else 0)
+        )
+        for query in slow.queries
+    ]
+    report = build_report([fast, slow])
+    top = report.slow[0]
+    assert top.kind == "slow"
+    assert top.fingerprint == slow.queries[0].fingerprint
+    assert top.requests == 2
+    assert top.max_ms == slow.queries[0].duration_ms
+    assert top.worst is not None
+    assert (top.worst.id, top.worst.first_index) == (slow.id, 0)
+    assert [spot.total_ms for spot in report.slow] == sorted(
+        (spot.total_ms for spot in report.slow), reverse=True
+    )
+    exported = report.to_dict()["slow"][0]
+    assert exported["worst"] == {"request_id": slow.id, "query_index": 0, "total_ms": top.max_ms}
+    assert exported["mean_ms"] == round(top.total_ms / top.occurrences, 3)

@@ -801,3 +801,41 @@ def test_the_request_page_renders_a_fixed_number_of_templates(staff_client: Clie
     large_renders = _renders(staff_client, detail_url(large.id))
     assert sorted(large_renders) == sorted(small_renders)
     assert len(large_renders) <= 12, large_renders
+
+
+@pytest.mark.django_db
+def test_hotspots_json_gives_the_three_rankings(library: list[Book], staff_client: Client) -> None:
+    record = visit("/fk_loop/")
+    data = staff_client.get(HOTSPOTS + "?format=json").json()
+    assert data["request_count"] == 1
+    assert data["skipped"] == 0
+    (n_plus_one,) = data["n_plus_one"]
+    assert n_plus_one["relation"] == "tests.Book.author"
+    assert n_plus_one["suggestion"] == 'select_related("author")'
+    assert n_plus_one["worst"]["request_id"] == record.id
+    # Every shape is in the slow ranking, worst total first; the slowest run
+    # of each is the one to EXPLAIN.
+    slow = data["slow"]
+    assert {spot["fingerprint"] for spot in slow} == {q.fingerprint for q in record.queries}
+    assert [spot["total_ms"] for spot in slow] == sorted(
+        (s["total_ms"] for s in slow), reverse=True
+    )
+    for spot in slow:
+        run = record.queries[spot["worst"]["query_index"]]
+        assert run.fingerprint == spot["fingerprint"]
+        assert spot["max_ms"] == run.duration_ms
+
+
+@pytest.mark.django_db
+def test_the_slow_table_offers_explain_only_with_the_permission(library: list[Book]) -> None:
+    record = visit("/fk_loop/")
+    explainer = Client()
+    explainer.force_login(querylens_staff("explainer"))
+    page = explainer.get(HOTSPOTS).content.decode()
+    assert 'id="slow"' in page
+    assert re.search(rf'action="/admin/querylens/requests/{record.id}/queries/\d+/explain/"', page)
+    viewer = Client()
+    viewer.force_login(querylens_staff("viewer", perms=("querylens.view_hotspotspage",)))
+    page = viewer.get(HOTSPOTS).content.decode()
+    assert 'id="slow"' in page
+    assert "/explain/" not in page
