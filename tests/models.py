@@ -43,3 +43,12 @@ class ApiKey(models.Model):
 
     name = models.CharField(max_length=100)
     token = models.CharField(max_length=64, unique=True)
+
+
+class Order(models.Model):
+    """Big enough to make a planner prefer a full scan; no index but the key's."""
+
+    status = models.CharField(max_length=20)
+    created_at = models.DateTimeField()
+    total = models.IntegerField()
+    author = models.ForeignKey(Author, models.CASCADE, related_name="orders")

@@ -29,6 +29,7 @@ from typing import Any
 
 from querylens.conf import conf
 from querylens.explain.base import Failure, database_errors, describe_error, params_for
+from querylens.explain.indexes import IndexAdvice, advise
 from querylens.explain.mysql import _run_mariadb, _run_mysql, parse_mariadb, parse_mysql_tree
 from querylens.explain.plan import (
     ESTIMATE_FACTOR,
@@ -47,6 +48,7 @@ __all__ = [
     "ESTIMATE_FACTOR",
     "LARGE_SCAN_ROWS",
     "ExplainResult",
+    "IndexAdvice",
     "Mode",
     "PlanNode",
     "Verdict",
@@ -104,6 +106,7 @@ def explain_query(query: QueryRecord, *, timeout_ms: int | None = None) -> Expla
         if not isinstance(exc, database_errors()):
             logger.exception("querylens could not explain query %s on %r", query.index, alias)
     if result.plan is not None and not result.error:
+        result.indexes = advise(connection, vendor, verdict.sql, params, result.plan, timeout)
         result.warnings = find_warnings(result.plan, analyzed=result.analyzed)
     if verdict.mode is Mode.PLAN:
         # Why it was not analyzed matters more than the vendor's general note.

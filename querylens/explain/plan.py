@@ -44,6 +44,8 @@ class PlanNode:
     #: Rows the scan read (actual when analyzed, else the estimate).
     rows_read: float | None = None
     slowest: bool = False
+    #: Index advice comes from this step (``querylens.explain.indexes``).
+    advised: bool = False
     warnings: list[str] = field(default_factory=list)
     children: list[PlanNode] = field(default_factory=list)
 
@@ -66,6 +68,7 @@ class PlanNode:
             "full_scan": self.full_scan,
             "rows_read": self.rows_read,
             "slowest": self.slowest,
+            "advised": self.advised,
             "warnings": list(self.warnings),
             "children": [child.to_dict() for child in self.children],
         }
@@ -87,6 +90,8 @@ class ExplainResult:
     #: Whether it ran in a read-only transaction.
     read_only: bool = False
     alias: str = ""
+    #: Indexes to add (``querylens.explain.indexes.IndexAdvice``).
+    indexes: list[Any] = field(default_factory=list)
 
     @property
     def vendor_name(self) -> str:
@@ -113,6 +118,7 @@ class ExplainResult:
             "note": self.note,
             "read_only": self.read_only,
             "alias": self.alias,
+            "indexes": [advice.to_dict() for advice in self.indexes],
         }
 
 
