@@ -951,12 +951,23 @@ class StandInConnection:
     fail: bool = False
     sent: list[str] = dataclasses.field(default_factory=list)
     display_name: str = "Oracle"
+    features: Any = None
+    ops: Any = None
 
     def get_autocommit(self) -> bool:
         return True
 
     def cursor(self) -> StandInCursor:
         return StandInCursor(self)
+
+    def __post_init__(self) -> None:
+        # Django's own MySQL features and operations, reading this stand-in's
+        # version, decide what the runner may send.
+        from django.db.backends.mysql.features import DatabaseFeatures
+        from django.db.backends.mysql.operations import DatabaseOperations
+
+        self.features = DatabaseFeatures(self)
+        self.ops = DatabaseOperations(self)
 
 
 @pytest.mark.django_db
@@ -1017,8 +1028,8 @@ def test_other_vendors_get_a_plain_explain_or_a_clear_message() -> None:
             return "EXPLAIN PLAN FOR"
 
     connection = StandInConnection(vendor="oracle")
-    connection.features = Features()  # type: ignore[attr-defined]
-    connection.ops = Ops()  # type: ignore[attr-defined]
+    connection.features = Features()
+    connection.ops = Ops()
     result = ExplainResult(vendor="oracle")
     _run_other(connection, Verdict(Mode.ANALYZE, "SELECT 1"), [], 300, result)
     assert connection.sent == ["EXPLAIN PLAN FOR SELECT 1"]

@@ -422,7 +422,7 @@ def _run_mariadb(
 
     def body(cursor: Any) -> None:
         plan.prepare(cursor, verdict.sql)
-        command = "ANALYZE FORMAT=JSON" if plan.analyze else "EXPLAIN FORMAT=JSON"
+        command = connection.ops.explain_query_prefix("JSON", analyze=plan.analyze)
         cursor.execute(
             f"SET STATEMENT max_statement_time={seconds} FOR {command} {verdict.sql}", params
         )
@@ -439,15 +439,17 @@ def _run_mysql(
     connection: Any, verdict: Verdict, params: Any, timeout: int, result: ExplainResult
 ) -> None:
     version = tuple(getattr(connection, "mysql_version", (0, 0, 0)))
-    analyze = verdict.mode is Mode.ANALYZE and version >= (8, 0, 18)
-    if not analyze and version < (8, 0, 16):
+    features = connection.features
+    analyze = verdict.mode is Mode.ANALYZE and features.supports_explain_analyze
+    if not analyze and "TREE" not in features.supported_explain_formats:
         raise Failure(f"EXPLAIN of this query needs MySQL 8.0.16 or later (this is {version}).")
     plan = _Plan(analyze, read_only=analyze and outside_transaction(connection))
     output: list[Any] = []
 
     def body(cursor: Any) -> None:
         plan.prepare(cursor, verdict.sql)
-        command = "EXPLAIN ANALYZE" if plan.analyze else "EXPLAIN FORMAT=TREE"
+        # Django's prefix: EXPLAIN ANALYZE, else EXPLAIN FORMAT=TREE.
+        command = connection.ops.explain_query_prefix(analyze=plan.analyze)
         cursor.execute("SELECT @@SESSION.max_execution_time")
         previous = int(cursor.fetchone()[0])
         # max_execution_time bounds read-only SELECTs, which is all ANALYZE runs.
@@ -462,5 +464,5 @@ def _run_mysql(
     plan.report(result)
     result.plan_text = str(output[0])
     result.plan = parse_mysql_tree(result.plan_text)
-    if verdict.mode is Mode.ANALYZE and version < (8, 0, 18):
+    if verdict.mode is Mode.ANALYZE and not features.supports_explain_analyze:
         result.note = "Not analyzed: EXPLAIN ANALYZE needs MySQL 8.0.18 or later."

@@ -319,7 +319,8 @@ def _run_postgresql(
             if analyze:
                 # A plan made without running anything shows every call,
                 # views expanded; ANALYZE only if all of them are safe.
-                cursor.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {verdict.sql}", params)
+                verbose = connection.ops.explain_query_prefix("JSON", verbose=True)
+                cursor.execute(f"{verbose} {verdict.sql}", params)
                 planned = cursor.fetchone()[0]
                 if isinstance(planned, str):
                     planned = json.loads(planned)
@@ -334,8 +335,9 @@ def _run_postgresql(
                 raise Failure(f"This query is not explained: {unsafe}") from None
             analyze = False
             why_not.append(str(unsafe))
-        options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-        cursor.execute(f"EXPLAIN ({options}) {verdict.sql}", params)
+        options = {"analyze": True, "buffers": True} if analyze else {}
+        prefix = connection.ops.explain_query_prefix("JSON", **options)
+        cursor.execute(f"{prefix} {verdict.sql}", params)
         output.append(cursor.fetchone()[0])
 
     rolled_back(connection, body)
