@@ -247,3 +247,23 @@ def test_the_explain_page_shows_the_advice_above_the_plan() -> None:
         "model", "fields", "code", "table", "columns", "verified", "cost_before", "cost_after", "reason",
     }  # fmt: skip
     assert advice["verified"] is True
+
+
+@on_postgres
+def test_a_join_on_an_unindexed_column_gets_verified_advice() -> None:
+    Author.objects.using("postgres").create(name="rare")
+
+    def join() -> None:
+        with connections["postgres"].cursor() as cursor:
+            cursor.execute(
+                'SELECT "tests_order"."id" FROM "tests_author" INNER JOIN "tests_order" '
+                'ON ("tests_author"."name" = "tests_order"."status") '
+                'WHERE "tests_author"."name" = %s',
+                ["rare"],
+            )
+            cursor.fetchall()
+
+    result = explain_pg(join)
+    (advice,) = result.indexes
+    assert (advice.model, advice.fields) == ("tests.Order", ["status"])
+    assert advice.verified is True

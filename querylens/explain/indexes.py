@@ -1,8 +1,8 @@
 """Index advice from a plan: which index to add, as a line of model code.
 
-From the plan, full scans of a table that the statement filters, and a sort
-that feeds a ``LIMIT``; from the SQL, the columns of that table it compares
-(equality before range) and sorts by. Each table and column is mapped back to
+From the plan, full scans of a table that the statement filters or joins on,
+and a sort that feeds a ``LIMIT``; from the SQL, the columns of that table it
+compares or joins on (equality before range) and sorts by. Each table and column is mapped back to
 ``app.Model.field`` through Django's model registry, columns that already
 lead an index are skipped, and the advice is the line to paste into the
 model's ``Meta.indexes``.
@@ -50,6 +50,8 @@ _COMPARISON = re.compile(
     + r"\s*(=|<>|!=|<=|>=|<|>|\bIN\b|\bLIKE\b|\bILIKE\b|\bBETWEEN\b|\bIS\b)",
     re.IGNORECASE,
 )
+#: The right-hand column of a join condition: ``... = "table"."column"``.
+_JOINED = re.compile(r"=\s*" + _QUOTED + r"\." + _QUOTED)
 _ORDER_BY = re.compile(r"\bORDER\s+BY\b(.*?)(?:\bLIMIT\b|\bOFFSET\b|\bFOR\b|$)", re.I | re.S)
 _LIMIT = re.compile(r"\bLIMIT\b", re.IGNORECASE)
 _COLUMN = re.compile(_QUOTED + r"\." + _QUOTED + r"(\s+DESC\b)?", re.IGNORECASE)
@@ -102,6 +104,10 @@ def _candidates(sql: str, table: str) -> tuple[list[str], list[str], list[str]]:
         target = equality if operator in _EQUALITY else ranged
         if column not in equality and column not in ranged:
             target.append(column)
+    for match in _JOINED.finditer(sql):
+        # A join on this table's column, written on the right of the "=".
+        if _name(match, 0) == table and _name(match, 3) not in equality:
+            equality.append(_name(match, 3))
     ordering: list[str] = []
     order = _ORDER_BY.search(sql)
     if order and _LIMIT.search(sql, order.end(1)):
