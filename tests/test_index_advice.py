@@ -206,6 +206,18 @@ def test_other_vendors_map_the_scan_to_model_code_unverified(alias: str) -> None
     assert (advice.model, advice.fields, advice.verified) == ("tests.Order", ["status"], False)
     assert advice.code.startswith('models.Index(fields=["status"]')
     assert "Not verified" in advice.reason
+    since = START + dt.timedelta(days=1)
+    composite = explain_query(
+        record_of(
+            lambda: list(Order.objects.using(alias).filter(status="rare", created_at__gte=since)),
+            alias,
+        )
+    )
+    assert [a.fields for a in composite.indexes] == [["status", "created_at"]]
+    latest = explain_query(
+        record_of(lambda: list(Order.objects.using(alias).order_by("-created_at")[:10]), alias)
+    )
+    assert [a.fields for a in latest.indexes] == [["created_at"]]
     for run in (
         lambda: list(Order.objects.using(alias).filter(pk=7)),
         lambda: list(Order.objects.using(alias).filter(author=author)),
