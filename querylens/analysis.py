@@ -102,7 +102,12 @@ def n_plus_one_groups(
         # library lines (the admin counting its rows twice) stay duplicates.
         key = (query.alias, queries[index].fingerprint, query.stack or query.library_path)
         buckets.setdefault(key, []).append(index)
-    repeated = [indexes for indexes in buckets.values() if len(indexes) >= threshold]
+    repeated = [
+        indexes
+        for indexes in buckets.values()
+        # Batch loads (a chunked prefetch) repeat by design: not an N+1.
+        if len(indexes) >= threshold and not all(raw[i].batch for i in indexes)
+    ]
     relations = {_relation_of(raw, indexes)[0] for indexes in repeated} - {None}
     groups = []
     for indexes in repeated:

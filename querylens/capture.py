@@ -106,6 +106,7 @@ class RawQuery:
 
     __slots__ = (
         "alias",
+        "batch",
         "duration",
         "error",
         "library_path",
@@ -147,6 +148,8 @@ class RawQuery:
         #: For a query no user code ran (empty ``stack``): the library code
         #: path that ran it, so two library lines never look like one loop.
         self.library_path: tuple[RawFrame, ...] = ()
+        #: Run by ``prefetch_related_objects``: a batch load, never an N+1.
+        self.batch = False
 
 
 class Recorder:
@@ -214,6 +217,11 @@ class Recorder:
     def mark(self) -> tuple[int, int]:
         """Where the recorder stands now, for ``tag_since``."""
         return self.count, len(self.queries)
+
+    def tag_batch_since(self, mark: tuple[int, int]) -> None:
+        """Mark the queries stored since ``mark`` as batch loads (a prefetch)."""
+        for query in self.queries[mark[1] :]:
+            query.batch = True
 
     def tag_since(
         self,

@@ -1,6 +1,6 @@
 """Which ``Model.attribute`` caused a lazy load.
 
-Installed once from ``AppConfig.ready()``. Two kinds of hooks:
+Installed once from ``AppConfig.ready()``. Three kinds of hooks:
 
 * Descriptors that load one object (forward foreign key and one-to-one,
   reverse one-to-one, generic foreign key) are wrapped: queries run while the
@@ -9,6 +9,8 @@ Installed once from ``AppConfig.ready()``. Two kinds of hooks:
   out a queryset that runs later, so the queryset's ``Query`` carries the tag
   (it survives ``.filter()`` and friends, which copy the query's ``__dict__``)
   and ``SQLCompiler.execute_sql`` tags what it runs.
+* ``prefetch_related_objects`` is wrapped: what it runs is a batch load,
+  never an N+1 (a chunked ``iterator()`` prefetch repeats it by design).
 
 Outside a recorded request each hook costs one ContextVar lookup.
 
@@ -58,6 +60,10 @@ def install() -> None:
         lambda superclass, rel, reverse: rel.accessor_name if reverse else rel.field.name,
     )
     SQLCompiler.execute_sql = _tagged_execute_sql(SQLCompiler.execute_sql)  # type: ignore[method-assign]
+    from django.db.models import query as query_module
+
+    # Looked up in the module at each call by QuerySet._prefetch_related_objects.
+    query_module.prefetch_related_objects = _batch_loader(query_module.prefetch_related_objects)
 
     from django.apps import apps
 
@@ -171,6 +177,31 @@ def _tagged_execute_sql(original: Callable[..., Any]) -> Callable[..., Any]:
                 report_internal_error("naming the relation of a related manager's query")
 
     return execute_sql
+
+
+def _batch_loader(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark what ``prefetch_related_objects`` runs as batch loads.
+
+    A chunked ``prefetch_related(...).iterator(chunk_size=...)`` runs one
+    ``IN (...)`` query per chunk by design: repeated, from one line, and
+    still not an N+1.
+    """
+
+    @functools.wraps(original)
+    def prefetch_related_objects(*args: Any, **kwargs: Any) -> Any:
+        recorder = current_recorder()
+        if recorder is None:
+            return original(*args, **kwargs)
+        mark = recorder.mark()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            try:
+                recorder.tag_batch_since(mark)
+            except Exception:
+                report_internal_error("marking a prefetch's queries")
+
+    return prefetch_related_objects
 
 
 def origin(

@@ -6,7 +6,9 @@ import pytest
 from django.test import Client
 
 from querylens.records import RequestRecord
+from querylens.testing import recorded
 from tests.helpers import VIEWS_FILE, line_of, record_of
+from tests.models import Author
 
 pytestmark = pytest.mark.usefixtures("library", "headers_always")
 
@@ -246,3 +248,35 @@ def test_one_helper_called_from_two_lines_is_two_groups(client: Client) -> None:
         stack = record.queries[group.query_indexes[-1]].stack
         assert (stack[1].file, stack[1].line) == (VIEWS_FILE, line_of(caller))
         assert stack[1].function == "two_callers"
+
+
+@pytest.mark.usefixtures("library")
+def test_a_chunked_prefetch_iterator_is_batch_loading_not_an_n_plus_one() -> None:
+    with recorded() as result:
+        counts = [
+            len(author.books.all())
+            for author in Author.objects.prefetch_related("books").iterator(chunk_size=1)
+        ]
+    assert counts == [2, 2, 2]
+    record = result.record
+    # One query for the authors, one IN (...) prefetch per chunk of one.
+    assert record.query_count == 4
+    assert record.n_plus_one == []
+
+
+@pytest.mark.usefixtures("library")
+def test_an_n_plus_one_inside_a_chunked_prefetch_loop_is_still_found() -> None:
+    with recorded() as result:
+        for author in Author.objects.prefetch_related("books").iterator(chunk_size=2):
+            for book in author.books.all():
+                book.publisher.name  # noqa: B018  (not prefetched: a lazy load per book)
+    (group,) = result.record.n_plus_one
+    assert group.relation == "tests.Book.publisher"
+    assert group.suggestion == 'prefetch_related("books__publisher")'
+    # The fix, pasted: batch loads per chunk, no N+1, fewer queries.
+    with recorded() as fixed:
+        for author in Author.objects.prefetch_related("books__publisher").iterator(chunk_size=2):
+            for book in author.books.all():
+                book.publisher.name  # noqa: B018
+    assert fixed.record.n_plus_one == []
+    assert fixed.record.query_count < result.record.query_count
