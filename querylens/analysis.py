@@ -92,7 +92,7 @@ def n_plus_one_groups(
     raw: Sequence[RawQuery], queries: Sequence[QueryRecord], threshold: int
 ) -> list[NPlusOneGroup]:
     """Queries with the same fingerprint from the same user call stack."""
-    buckets: dict[tuple[str, str, tuple[RawFrame, ...]], list[int]] = {}
+    buckets: dict[tuple[str, str, tuple[RawFrame, ...], int], list[int]] = {}
     for index, query in enumerate(raw):
         if is_transaction_control(query.sql):
             # Savepoints get a new name each time; they are never the user's N+1.
@@ -100,7 +100,14 @@ def n_plus_one_groups(
         # Same SQL from the same user call stack; a query no user code ran
         # is keyed by its library code path instead, so that two different
         # library lines (the admin counting its rows twice) stay duplicates.
-        key = (query.alias, queries[index].fingerprint, query.stack or query.library_path)
+        # The instruction tells a loop (one instruction, again and again)
+        # from a chain on one line (node.parent.parent: two instructions).
+        key = (
+            query.alias,
+            queries[index].fingerprint,
+            query.stack or query.library_path,
+            query.instruction,
+        )
         buckets.setdefault(key, []).append(index)
     repeated = [
         indexes
@@ -117,6 +124,7 @@ def n_plus_one_groups(
             # The path guessed a parent loop that is not an N+1 here (it was
             # a select_related, say): suggest the last step alone.
             path = path[-1:]
+        walk = _walks_up(raw, indexes)
         groups.append(
             NPlusOneGroup(
                 fingerprint=queries[indexes[0]].fingerprint,
@@ -124,12 +132,33 @@ def n_plus_one_groups(
                 total_ms=round(sum(raw[i].duration for i in indexes) * 1000, 3),
                 callsite=queries[indexes[0]].callsite,
                 relation=relation,
-                suggestion=suggestion(first.sql, path),
+                suggestion=None if walk else suggestion(first.sql, path),
                 sample_sql=queries[indexes[0]].sql,
                 query_indexes=indexes,
+                note=WALK_NOTE if walk else None,
             )
         )
     return groups
+
+
+WALK_NOTE = (
+    "A walk up a tree, one level per query: select_related() cannot follow it to any "
+    "depth. No one-line fix; a recursive CTE (WITH RECURSIVE), a materialised path or "
+    "nested sets (django-treebeard, django-mptt) load the whole branch at once."
+)
+
+
+def _walks_up(raw: Sequence[RawQuery], indexes: Sequence[int]) -> bool:
+    """Whether the group follows one self-referencing relation deeper each time.
+
+    ``while node.parent_id: node = node.parent`` loads ``parent``, then
+    ``parent`` of that, and so on: paths of one repeated step, each longer.
+    """
+    paths = [raw[i].path for i in indexes if raw[i].relation is not None]
+    if len(paths) < 2:
+        return False
+    lengths = [len(path) for path in paths]
+    return len(set(lengths)) == len(lengths) and all(len(set(path)) == 1 for path in paths)
 
 
 def suggestion(sql: str, path: tuple[Segment, ...]) -> str | None:

@@ -109,6 +109,7 @@ class RawQuery:
         "batch",
         "duration",
         "error",
+        "instruction",
         "library_path",
         "many",
         "params",
@@ -150,6 +151,8 @@ class RawQuery:
         self.library_path: tuple[RawFrame, ...] = ()
         #: Run by ``prefetch_related_objects``: a batch load, never an N+1.
         self.batch = False
+        #: The instruction the innermost user frame was at (-1: unknown).
+        self.instruction = -1
 
 
 class Recorder:
@@ -200,12 +203,15 @@ class Recorder:
         # Read without the lock: racing threads may at worst store one query
         # fewer than the cap; the count below stays exact.
         if len(self.queries) < self.max_queries:
-            stack = capture_stack(frame, self.stack_depth, self.task, self.boundary, self.tails)
+            stack, instruction = capture_stack(
+                frame, self.stack_depth, self.task, self.boundary, self.tails
+            )
             if len(sql) > MAX_SQL_CHARS:
                 sql = truncated_sql(sql)
             if params is not None:
                 params = kept_params(params, many)
             query = RawQuery(alias, sql, params, many, start - self.started, duration, error, stack)
+            query.instruction = instruction
             if not stack:
                 query.library_path = library_path(frame, self.boundary)
         with self._lock:
@@ -459,8 +465,12 @@ def capture_stack(
     task: asyncio.Task[Any] | None = None,
     boundary: Any = None,
     tails: dict[int, tuple[Any, int, tuple[RawFrame, ...]]] | None = None,
-) -> tuple[RawFrame, ...]:
+) -> tuple[tuple[RawFrame, ...], int]:
     """User and template frames from ``frame`` outwards, innermost first.
+
+    Also returns the instruction (``f_lasti``) the innermost user frame is
+    at, or -1: a loop repeats one instruction, while ``node.parent.parent``
+    runs two on one line, a chain and not a loop.
 
     When the walk reaches a thread that runs sync code for a coroutine (an
     ORM call from an async view), the awaiting coroutines' frames are
@@ -476,12 +486,15 @@ def capture_stack(
     get_kind = _kinds.get
     visited: list[tuple[Any, int, int]] = []  # (frame, f_lasti, len(stack) before it)
     tail: tuple[RawFrame, ...] = ()
+    instruction = -1
     while frame is not None and frame is not boundary:
         code = frame.f_code
         kind = get_kind(id(code))
         if kind is None:
             kind = _kind(code)
         if kind:  # _LIBRARY is 0: the common case costs one test
+            if kind == 1 and not stack and instruction < 0:
+                instruction = frame.f_lasti
             if tails is not None and kind != 3:
                 known = tails.get(id(frame))
                 if known is not None and known[0] is frame and known[1] == frame.f_lasti:
@@ -511,7 +524,7 @@ def capture_stack(
             tails.clear()
         for seen_frame, lasti, position in visited:
             tails[id(seen_frame)] = (seen_frame, lasti, tuple(stack[position:]))
-    return tuple(stack[:depth])
+    return tuple(stack[:depth]), instruction
 
 
 #: How many frames of a library code path are kept (enough to get past the

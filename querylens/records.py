@@ -135,6 +135,8 @@ class NPlusOneGroup:
     query_indexes: list[int] = field(default_factory=list)
     #: The reason of the allow entry (``QUERYLENS["ALLOW"]``) accepting it.
     allowed: str | None = None
+    #: What helps when no one-line fix does (a walk up a tree).
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +149,7 @@ class NPlusOneGroup:
             "sample_sql": self.sample_sql,
             "query_indexes": list(self.query_indexes),
             "allowed": self.allowed,
+            "note": self.note,
         }
 
     @classmethod
@@ -161,6 +164,7 @@ class NPlusOneGroup:
             sample_sql=str(data["sample_sql"]),
             query_indexes=[int(i) for i in data.get("query_indexes") or []],
             allowed=data.get("allowed"),
+            note=data.get("note"),
         )
 
 

@@ -43,7 +43,11 @@ def n_plus_one_message(groups: list[NPlusOneGroup]) -> str:
         lines.append(
             f"- {group.count} x {group.sample_sql[:120]!r} at {where}"
             + (f" via {group.relation}" if group.relation else "")
-            + (f"; fix: {group.suggestion}" if group.suggestion else "; no one-line fix known")
+            + (
+                f"; fix: {group.suggestion}"
+                if group.suggestion
+                else f"; {group.note or 'no one-line fix known'}"
+            )
         )
     return "\n".join(lines)
 

@@ -52,3 +52,10 @@ class Order(models.Model):
     created_at = models.DateTimeField()
     total = models.IntegerField()
     author = models.ForeignKey(Author, models.CASCADE, related_name="orders")
+
+
+class Category(models.Model):
+    """A tree: each category points at its parent."""
+
+    name = models.CharField(max_length=50)
+    parent = models.ForeignKey("self", models.CASCADE, null=True, related_name="children")

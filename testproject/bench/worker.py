@@ -75,7 +75,7 @@ def _ablate(variant: str) -> None:
     from querylens import capture, middleware
 
     if variant == "querylens-nostack":
-        capture.capture_stack = lambda *args, **kwargs: ()  # type: ignore[assignment]
+        capture.capture_stack = lambda *args, **kwargs: ((), -1)  # type: ignore[assignment]
     elif variant == "querylens-norelations":
         from django.db.models.fields.related_descriptors import (
             ForwardManyToOneDescriptor,
