@@ -95,3 +95,51 @@ def test_tasks_are_not_recorded_unless_asked(settings: Any) -> None:
 def test_the_task_receivers_do_nothing_for_a_task_they_did_not_start() -> None:
     outside_requests.task_finished(task_result=None)
     assert get_storage().recent() == []
+
+
+class StandInResult:
+    """What a task backend (or the Celery recipe in the docs) hands the receivers."""
+
+    def __init__(self, task_id: str, path: str) -> None:
+        self.id = task_id
+        self.task = type("Task", (), {"module_path": path})
+
+
+def test_the_task_receivers_record_any_backends_runs(settings: Any) -> None:
+    from tests.models import Book
+
+    settings.QUERYLENS = {"RECORD_OUTSIDE_REQUESTS": True}
+    run = StandInResult("t-1", "shop.tasks.send_digest")
+    outside_requests.task_started(task_result=run)
+    names = [book.author.name for book in Book.objects.order_by("pk")]
+    outside_requests.task_finished(task_result=run)
+    assert len(names) == 6
+    (record,) = get_storage().recent()
+    assert (record.method, record.path, record.view) == (
+        "TASK",
+        "task shop.tasks.send_digest",
+        "shop.tasks.send_digest",
+    )
+    assert record.query_count == 7
+    assert record.n_plus_one[0].relation == "tests.Book.author"
+    # The task's recording ended with it.
+    from querylens import capture
+
+    assert capture.current_recorder() is None
+
+
+def test_a_failure_to_start_a_task_recording_leaves_the_task_alone(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from querylens import lifecycle
+
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("start bug")
+
+    settings.QUERYLENS = {"RECORD_OUTSIDE_REQUESTS": True}
+    monkeypatch.setattr(lifecycle, "start", explode)
+    run = StandInResult("t-2", "shop.tasks.x")
+    outside_requests.task_started(task_result=run)
+    outside_requests.task_finished(task_result=run)
+    assert get_storage().recent() == []
+    assert "could not start recording task shop.tasks.x" in caplog.text
