@@ -106,11 +106,14 @@ class StandInResult:
 
 
 def test_the_task_receivers_record_any_backends_runs(settings: Any) -> None:
+    from querylens import capture
     from tests.models import Book
 
     settings.QUERYLENS = {"RECORD_OUTSIDE_REQUESTS": True}
+    before = capture.current_recorder()  # a recorded test run has one
     run = StandInResult("t-1", "shop.tasks.send_digest")
     outside_requests.task_started(task_result=run)
+    assert capture.current_recorder() is not None
     names = [book.author.name for book in Book.objects.order_by("pk")]
     outside_requests.task_finished(task_result=run)
     assert len(names) == 6
@@ -123,9 +126,7 @@ def test_the_task_receivers_record_any_backends_runs(settings: Any) -> None:
     assert record.query_count == 7
     assert record.n_plus_one[0].relation == "tests.Book.author"
     # The task's recording ended with it.
-    from querylens import capture
-
-    assert capture.current_recorder() is None
+    assert capture.current_recorder() is before
 
 
 def test_a_failure_to_start_a_task_recording_leaves_the_task_alone(
