@@ -2,7 +2,7 @@
 
 Add ``"querylens.panels.QueryLensPanel"`` to ``DEBUG_TOOLBAR_PANELS``. This is
 the only querylens module that imports ``debug_toolbar`` (the optional
-``querylens[toolbar]`` extra).
+``querylens-profiler[toolbar]`` extra).
 
 One capture, not two: the panel uses querylens's recorder. When
 ``QueryLensMiddleware`` runs outside the toolbar, the panel reads the

@@ -17,7 +17,7 @@ DEBUG = True
 
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
-# The toolbar is optional (the `querylens[toolbar]` extra): the demo must still start
+# The toolbar is optional (the `querylens-profiler[toolbar]` extra): the demo must still start
 # without it, only the panel goes missing.
 HAS_DEBUG_TOOLBAR = importlib.util.find_spec("debug_toolbar") is not None
 
