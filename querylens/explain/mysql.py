@@ -440,7 +440,10 @@ def _run_mysql(
 ) -> None:
     version = tuple(getattr(connection, "mysql_version", (0, 0, 0)))
     features = connection.features
-    analyze = verdict.mode is Mode.ANALYZE and features.supports_explain_analyze
+    # Django 6.1 dropped the flag: the MySQL versions it supports (8.4+) all
+    # have EXPLAIN ANALYZE.
+    can_analyze = getattr(features, "supports_explain_analyze", True)
+    analyze = verdict.mode is Mode.ANALYZE and can_analyze
     if not analyze and "TREE" not in features.supported_explain_formats:
         raise Failure(f"EXPLAIN of this query needs MySQL 8.0.16 or later (this is {version}).")
     plan = _Plan(analyze, read_only=analyze and outside_transaction(connection))
@@ -464,5 +467,5 @@ def _run_mysql(
     plan.report(result)
     result.plan_text = str(output[0])
     result.plan = parse_mysql_tree(result.plan_text)
-    if verdict.mode is Mode.ANALYZE and not features.supports_explain_analyze:
+    if verdict.mode is Mode.ANALYZE and not can_analyze:
         result.note = "Not analyzed: EXPLAIN ANALYZE needs MySQL 8.0.18 or later."
