@@ -296,6 +296,7 @@ def _record_context(record: RequestRecord) -> dict[str, Any]:
     duplicated = {index for group in record.duplicates for index in group.query_indexes}
     by_index = {query.index: query for query in record.queries}
 
+    repeats = record.repeats_in_n_plus_one()
     n_plus_one = []
     for number, group in enumerate(record.n_plus_one, start=1):
         first = by_index.get(group.query_indexes[0]) if group.query_indexes else None
@@ -308,13 +309,16 @@ def _record_context(record: RequestRecord) -> dict[str, Any]:
                 "sql": highlight_sql(group.sample_sql),
                 "first": first,
                 "explain_url": explain_url(first) if first else None,
+                "repeats": repeats.get(number, 0),
             }
         )
     # The same rule as the request page: a duplicate group belongs to the
-    # N+1 group that holds all of its queries.
+    # N+1 group that holds all of its queries, and is shown as part of it.
     within = record.duplicates_in_n_plus_one()
     duplicates = []
     for number, duplicate in enumerate(record.duplicates, start=1):
+        if number in within:
+            continue
         indexes = duplicate.query_indexes
         repeated = by_index.get(indexes[0]) if indexes else None
         duplicates.append(
@@ -325,7 +329,6 @@ def _record_context(record: RequestRecord) -> dict[str, Any]:
                 "sql": highlight_sql(duplicate.sql, reformat=False),
                 "params": _params_text(repeated.params) if repeated else None,
                 "indexes": ", ".join(f"#{i}" for i in indexes),
-                "n_plus_one": within.get(number),
             }
         )
     queries = [

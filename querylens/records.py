@@ -198,6 +198,13 @@ class RequestRecord:
         """The N+1 groups no allow entry accepts."""
         return [group for group in self.n_plus_one if group.allowed is None]
 
+    def repeats_in_n_plus_one(self) -> dict[int, int]:
+        """N+1 group number -> how many of its queries repeat an earlier one exactly."""
+        repeats: dict[int, int] = {}
+        for dup_number, number in self.duplicates_in_n_plus_one().items():
+            repeats[number] = repeats.get(number, 0) + self.duplicates[dup_number - 1].count - 1
+        return repeats
+
     def duplicates_in_n_plus_one(self) -> dict[int, int]:
         """Duplicate group number -> the N+1 group number holding all its queries."""
         within = {}

@@ -132,6 +132,7 @@ def request_detail(request: HttpRequest, request_id: str) -> HttpResponse:
         return JsonResponse(record.to_dict())
     roles = query_roles(record)
     within = record.duplicates_in_n_plus_one()
+    repeats = record.repeats_in_n_plus_one()
     page = Paginator(record.queries, QUERIES_PER_PAGE).get_page(request.GET.get("page"))
     queries: list[QueryRecord] = list(page.object_list)
     return _render(
@@ -148,18 +149,21 @@ def request_detail(request: HttpRequest, request_id: str) -> HttpResponse:
             "page": page,
             "rows": [{"query": query, "role": roles.get(query.index)} for query in queries],
             "n_plus_one": [
-                {"number": number, "group": group, **_group_links(group.query_indexes)}
-                for number, group in enumerate(record.n_plus_one, start=1)
-            ],
-            "duplicates": [
                 {
                     "number": number,
-                    "group": dup,
-                    "within": within.get(number),
-                    **_group_links(dup.query_indexes),
+                    "group": group,
+                    "repeats": repeats.get(number, 0),
+                    **_group_links(group.query_indexes),
                 }
-                for number, dup in enumerate(record.duplicates, start=1)
+                for number, group in enumerate(record.n_plus_one, start=1)
             ],
+            # Duplicates an N+1 group explains are shown as part of it.
+            "duplicates": [
+                {"number": number, "group": dup, **_group_links(dup.query_indexes)}
+                for number, dup in enumerate(record.duplicates, start=1)
+                if number not in within
+            ],
+            "repeats_in_n_plus_one": sum(repeats.values()),
             "waterfall": waterfall(record, queries, roles),
         },
     )

@@ -253,6 +253,9 @@ def test_n_plus_one_page_shows_the_group_first(
     group_row = re.search(r'<tr class="ql-n-plus-one">(.*?)</tr>', content, re.DOTALL)
     assert group_row
     assert f">{len(library)}</td>" in group_row.group(1)
+    # Its exact repeats are part of the group, not a table of their own.
+    assert "also removes 3 exact repeats" in text(group_row.group(1))
+    assert "Duplicate queries" not in visible
     assert "No N+1" not in visible
 
 

@@ -393,10 +393,7 @@ def test_request_page_shows_groups_first_then_every_query(
 ) -> None:
     record = visit("/fk_loop/")
     html = staff_client.get(detail_url(record.id)).content.decode()
-    assert (
-        html.index('id="n-plus-one"') < html.index('id="duplicates"') < html.index('id="timeline"')
-    )
-    assert html.index('id="timeline"') < html.index('id="queries"')
+    assert html.index('id="n-plus-one"') < html.index('id="timeline"') < html.index('id="queries"')
     group = html[html.index('id="n1-1"') : html.index("</tr>", html.index('id="n1-1"'))]
     assert "tests.Book.author" in group
     assert "select_related(&quot;author&quot;)" in group
@@ -409,7 +406,12 @@ def test_request_page_shows_groups_first_then_every_query(
     assert f"{query.duration_ms:.3f} ms" in block[:2000]
     assert f'Params: <span class="ql-code">[{query.params[0]}]</span>' in block[:4000]
     assert "<details>" in block[:4000]
-    assert "within N+1 #1" in html  # the duplicates the N+1 explains
+    # The duplicates the N+1 explains are part of its row, not rows of their own.
+    repeats = record.repeats_in_n_plus_one()[1]
+    assert repeats == record.duplicate_count == 3
+    assert "3 of them repeat an earlier query exactly" in group
+    assert 'id="dup-' not in html
+    assert "(3 in N+1 groups)" in html
 
 
 @pytest.mark.django_db
@@ -839,3 +841,14 @@ def test_the_slow_table_offers_explain_only_with_the_permission(library: list[Bo
     page = viewer.get(HOTSPOTS).content.decode()
     assert 'id="slow"' in page
     assert "/explain/" not in page
+
+
+@pytest.mark.django_db
+def test_a_duplicate_no_n_plus_one_explains_keeps_its_own_row(
+    library: list[Book], staff_client: Client
+) -> None:
+    record = visit("/duplicates/")
+    assert record.n_plus_one == []
+    html = staff_client.get(detail_url(record.id)).content.decode()
+    assert html.count('id="dup-') == len(record.duplicates) == 1
+    assert "in N+1 groups" not in html
