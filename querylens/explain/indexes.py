@@ -187,19 +187,17 @@ def _advise(
         columns = [*equality, *ranged[:1]]
         if not ranged and sorted_with_limit:
             columns += [column for column in ordering if column not in columns]
-        if not columns:
+        key = (table, tuple(columns))
+        if not columns or key in seen:
             continue
-        leading = _leading_columns(connection, table)
-        if columns[0] in leading:
-            continue  # an index already serves this filter
+        seen.add(key)
         mapped = _model_fields(table, columns)
         if mapped is None:
             continue  # not a table of an installed model: no code to paste
+        # Only now ask the database (a catalog query) what indexes exist.
+        if columns[0] in _leading_columns(connection, table):
+            continue  # an index already serves this filter
         model, fields = mapped
-        key = (table, tuple(columns))
-        if key in seen:
-            continue
-        seen.add(key)
         _, code = _code(model, fields, table, columns)
         node.advised = True
         node.warnings.append(f"Index advice: {code}")
@@ -245,8 +243,10 @@ def _verify_postgresql(
             kept.extend(advice)
             return
         quote = connection.ops.quote_name
+        # Hypothetical indexes are reset after each try, so one plan without
+        # any serves as "before" for every item.
+        before = _plan_cost(cursor, sql, params)
         for item in advice:
-            before = _plan_cost(cursor, sql, params)
             columns = ", ".join(quote(column) for column in item.columns)
             cursor.execute(
                 "SELECT indexrelid FROM hypopg_create_index(%s)",
