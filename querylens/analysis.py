@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import os
-import re
 import sys
 import uuid
 from collections import Counter
@@ -18,13 +17,11 @@ from typing import Any
 from querylens.allow import AllowRule
 from querylens.allow import mark as mark_allowed
 from querylens.capture import RawFrame, RawQuery, Recorder, Segment, code_objects
-from querylens.fingerprint import fingerprint, is_transaction_control, statement_kind
+from querylens.fingerprint import fingerprint, is_transaction_control
+from querylens.fixes import WALK_NOTE, Fix, Refinement, fix_for
 from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
 from querylens.redaction import Redactor, redactor
 
-#: Django's ``QuerySet.get()`` fetches at most this many rows.
-_GET_LIMIT = re.compile(r"\bLIMIT\s+21\s*$", re.IGNORECASE)
-_COUNT = re.compile(r"^\s*SELECT\s+COUNT\(\*\)", re.IGNORECASE)
 _MAX_PARAM_LENGTH = 1000
 
 
@@ -124,7 +121,17 @@ def n_plus_one_groups(
             # The path guessed a parent loop that is not an N+1 here (it was
             # a select_related, say): suggest the last step alone.
             path = path[-1:]
-        walk = _walks_up(raw, indexes)
+        if _walks_up(raw, indexes):
+            fix = Fix(None, WALK_NOTE)
+        else:
+            fix = fix_for(
+                first.sql,
+                path,
+                relation=relation,
+                refinement=_refinement_of(raw, indexes, relation),
+                same_params=len({_params_key(raw[i].params) for i in indexes}) == 1,
+                form_choices=_in_form_choices(first),
+            )
         groups.append(
             NPlusOneGroup(
                 fingerprint=queries[indexes[0]].fingerprint,
@@ -132,20 +139,34 @@ def n_plus_one_groups(
                 total_ms=round(sum(raw[i].duration for i in indexes) * 1000, 3),
                 callsite=queries[indexes[0]].callsite,
                 relation=relation,
-                suggestion=None if walk else suggestion(first.sql, path),
+                suggestion=fix.suggestion,
                 sample_sql=queries[indexes[0]].sql,
                 query_indexes=indexes,
-                note=WALK_NOTE if walk else None,
+                note=fix.note,
             )
         )
     return groups
 
 
-WALK_NOTE = (
-    "A walk up a tree, one level per query: select_related() cannot follow it to any "
-    "depth. No one-line fix; a recursive CTE (WITH RECURSIVE), a materialised path or "
-    "nested sets (django-treebeard, django-mptt) load the whole branch at once."
-)
+def _refinement_of(
+    raw: Sequence[RawQuery], indexes: Sequence[int], relation: str | None
+) -> Refinement | None:
+    for i in indexes:
+        if raw[i].relation == relation and raw[i].refinement is not None:
+            return raw[i].refinement  # type: ignore[no-any-return]
+    return None
+
+
+_FORMS = os.path.join("django", "forms", "models.py")
+
+
+def _in_form_choices(query: RawQuery) -> bool:
+    """Whether a form choice field's iterator ran the query (no user frame)."""
+    for code_id, _line in query.library_path:
+        code = code_objects.get(code_id) if isinstance(code_id, int) else None
+        if code is not None and code.co_name == "__iter__" and code.co_filename.endswith(_FORMS):
+            return True
+    return False
 
 
 def _walks_up(raw: Sequence[RawQuery], indexes: Sequence[int]) -> bool:
@@ -159,32 +180,6 @@ def _walks_up(raw: Sequence[RawQuery], indexes: Sequence[int]) -> bool:
         return False
     lengths = [len(path) for path in paths]
     return len(set(lengths)) == len(lengths) and all(len(set(path)) == 1 for path in paths)
-
-
-def suggestion(sql: str, path: tuple[Segment, ...]) -> str | None:
-    """One line to paste that removes the repetition."""
-    kind = statement_kind(sql)
-    if path:
-        attribute = path[-1][0]
-        if _COUNT.match(sql):
-            return f'annotate(n=Count("{attribute}"))'
-        lookup = "__".join(step for step, _ in path)
-        if all(step_kind == "single" for _, step_kind in path):
-            return f'select_related("{lookup}")'
-        return f'prefetch_related("{lookup}")'
-    if kind in ("select", "with"):
-        if _COUNT.match(sql):
-            return "annotate(n=Count(...))"
-        if _GET_LIMIT.search(sql):
-            return "in_bulk(ids)"
-        return "filter(pk__in=ids)"
-    if kind == "insert":
-        return "bulk_create(objs)"
-    if kind == "update":
-        return "bulk_update(objs, fields)"
-    if kind == "delete":
-        return "filter(pk__in=ids).delete()"
-    return None
 
 
 def _relation_of(

@@ -114,6 +114,7 @@ class RawQuery:
         "many",
         "params",
         "path",
+        "refinement",
         "relation",
         "sql",
         "stack",
@@ -146,6 +147,9 @@ class RawQuery:
         self.path: tuple[Segment, ...] = ()
         #: When the path is a guess, the relation whose N+1 would confirm it.
         self.weak_via: str | None = None
+        #: How the per-object queryset refined the relation (a filter, a
+        #: slice): ``querylens.fixes.Refinement``, or None.
+        self.refinement: Any = None
         #: For a query no user code ran (empty ``stack``): the library code
         #: path that ran it, so two library lines never look like one loop.
         self.library_path: tuple[RawFrame, ...] = ()
@@ -235,6 +239,7 @@ class Recorder:
         relation: str,
         path: tuple[Segment, ...],
         weak_via: str | None,
+        refinement: Any = None,
     ) -> bool:
         """Attribute the queries stored since ``mark`` to a relation.
 
@@ -249,6 +254,7 @@ class Recorder:
                 query.relation = relation
                 query.path = path
                 query.weak_via = weak_via
+                query.refinement = refinement
         return True
 
 

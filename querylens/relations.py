@@ -22,10 +22,12 @@ A tag also records the *path* from the root queryset to the relation
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from querylens.capture import Recorder, Segment, current_recorder, report_internal_error
+from querylens.fixes import Refinement
 
 SINGLE = "single"
 MULTI = "multi"
@@ -64,6 +66,9 @@ def install() -> None:
 
     # Looked up in the module at each call by QuerySet._prefetch_related_objects.
     query_module.prefetch_related_objects = _batch_loader(query_module.prefetch_related_objects)
+    query_module.RelatedPopulator.__init__ = _recording_populator(  # type: ignore[method-assign]
+        query_module.RelatedPopulator.__init__
+    )
 
     from django.apps import apps
 
@@ -137,27 +142,46 @@ def _manager_factory(
             return manager_class
         kind = GENERIC if original.__name__ == "create_generic_related_manager" else MULTI
         get_queryset = manager_class.get_queryset  # type: ignore[attr-defined]
+        # A private method of Django's; without it, Prefetch(queryset=...) loses the tag.
+        apply_rel_filters = getattr(manager_class, "_apply_rel_filters", None)
 
         def tagged_get_queryset(self: Any) -> Any:
             queryset = get_queryset(self)
-            recorder = current_recorder()
-            # A prefetched queryset runs no query: nothing to attribute.
-            if recorder is not None and queryset._result_cache is None:
-                try:
-                    path, weak_via = origin(recorder, self.instance)
-                    queryset.query.__dict__[_QUERY_TAG] = (
-                        label_of(self.instance, attribute),
-                        (*path, (attribute, kind)),
-                        weak_via,
-                    )
-                except Exception:
-                    report_internal_error("tagging a related manager's queryset")
+            if current_recorder() is not None:
+                # Prefetched or not: a prefetched queryset refined per object
+                # (.filter(), .first()) queries again, and that is what the
+                # tag then names.
+                _tag(queryset, self.instance, attribute, kind)
+            return queryset
+
+        def tagged_apply_rel_filters(self: Any, queryset: Any) -> Any:
+            # What prefetch_related(Prefetch(..., queryset=...)) caches: its
+            # refinements per object keep their relation.
+            queryset = apply_rel_filters(self, queryset)  # type: ignore[misc]
+            if current_recorder() is not None:
+                _tag(queryset, self.instance, attribute, kind)
             return queryset
 
         manager_class.get_queryset = tagged_get_queryset  # type: ignore[attr-defined]
+        if apply_rel_filters is not None:
+            manager_class._apply_rel_filters = tagged_apply_rel_filters  # type: ignore[attr-defined]
         return manager_class
 
     return factory
+
+
+def _tag(queryset: Any, instance: Any, attribute: str, kind: str) -> None:
+    """Tag a related manager's queryset; the path is worked out if it ever runs.
+
+    The tag keeps the query's shape, to tell later whether what ran was the
+    relation itself or a refinement of it; and the instance weakly, so a
+    prefetch cache holding the queryset makes no reference cycle.
+    """
+    try:
+        query = queryset.query
+        query.__dict__[_QUERY_TAG] = (weakref.ref(instance), attribute, kind, _shape(query))
+    except Exception:
+        report_internal_error("tagging a related manager's queryset")
 
 
 def _tagged_execute_sql(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -171,12 +195,149 @@ def _tagged_execute_sql(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return original(self, *args, **kwargs)
         finally:
-            try:
-                recorder.tag_since(mark, *tag)
-            except Exception:
-                report_internal_error("naming the relation of a related manager's query")
+            if recorder.count != mark[0]:
+                try:
+                    _name_manager_query(recorder, mark, self.query, tag)
+                except Exception:
+                    report_internal_error("naming the relation of a related manager's query")
 
     return execute_sql
+
+
+def _name_manager_query(
+    recorder: Recorder,
+    mark: tuple[int, int],
+    query: Any,
+    tag: tuple[Any, str, str, tuple[Any, ...]],
+) -> None:
+    reference, attribute, kind, shape = tag
+    instance = reference()
+    if instance is None:
+        return
+    path, weak_via = origin(recorder, instance)
+    recorder.tag_since(
+        mark,
+        label_of(instance, attribute),
+        (*path, (attribute, kind)),
+        weak_via,
+        refinement_of(query, shape),
+    )
+
+
+def _shape(query: Any) -> tuple[Any, ...]:
+    """What a refinement of a related manager's queryset changes."""
+    return (
+        len(query.where.children),
+        query.order_by,
+        query.low_mark,
+        query.high_mark,
+        query.select_related,
+        query.values_select,
+    )
+
+
+def refinement_of(query: Any, shape: tuple[Any, ...]) -> Refinement | None:
+    """How ``query`` differs from the relation's queryset, or None if it does not.
+
+    ``count()``, ``exists()`` and ``aggregate()`` change the query in their
+    own way; those are told apart by their SQL (``querylens.fixes``), and an
+    ``exists()`` alone is no refinement: a prefetch serves it.
+    """
+    children, order_by, low, high, select_related, values_select = shape
+    exists = "a" in query.annotations and not query.default_cols and query.high_mark == 1
+    new_children = query.where.children[children:]
+    filters: list[str] = []
+    excluded = False
+    for child in new_children:
+        negated = getattr(child, "negated", False)
+        if negated and len(getattr(child, "children", ())) == 1:
+            excluded = True
+            child = child.children[0]
+        filters.append(_lookup_name(child, query))
+    refined_order = None
+    if query.order_by != order_by and not exists:
+        refined_order = tuple(name if isinstance(name, str) else "..." for name in query.order_by)
+    sliced = None
+    if (query.low_mark, query.high_mark) != (low, high) and not exists:
+        sliced = (query.low_mark, query.high_mark)
+    related: tuple[str, ...] = ()
+    if query.select_related != select_related:
+        related = tuple(_related_names(query.select_related)) or ("...",)
+    values = query.values_select != values_select
+    if not (filters or refined_order is not None or sliced or related or values):
+        return None
+    return Refinement(
+        filters=tuple(filters),
+        excluded=excluded and len(filters) == 1,
+        order_by=refined_order,
+        select_related=related,
+        sliced=sliced,
+        values=values,
+    )
+
+
+def _lookup_name(child: Any, query: Any) -> str:
+    """``title__startswith`` for a lookup on the model's own column, else ``...``."""
+    from django.db.models.expressions import Col
+    from django.db.models.lookups import Lookup
+
+    lhs = getattr(child, "lhs", None)
+    if isinstance(child, Lookup) and isinstance(lhs, Col) and lhs.alias == query.base_table:
+        name = lhs.target.name
+        return name if child.lookup_name == "exact" else f"{name}__{child.lookup_name}"
+    return "..."
+
+
+def _related_names(select_related: Any, prefix: str = "") -> list[str]:
+    if not isinstance(select_related, dict):
+        return []
+    names = []
+    for name, deeper in select_related.items():
+        below = _related_names(deeper, f"{prefix}{name}__")
+        names.extend(below or [f"{prefix}{name}"])
+    return names
+
+
+def _trail_setter(
+    setter: Callable[[Any, Any], None], klass_info: dict[str, Any], parents: dict[int, Any]
+) -> Callable[[Any, Any], None]:
+    """A select_related setter that also leaves a trail back to the parent row.
+
+    Objects loaded by a join are reached from their parent without a query;
+    a lazy load from them (``book.author.profile`` after
+    ``select_related("author")``) must name the whole path.
+    """
+    field = klass_info["field"]
+    if klass_info["reverse"]:
+        related = field.remote_field
+        attribute = getattr(related, "accessor_name", None) or related.get_accessor_name()
+    else:
+        attribute = field.name
+
+    def set_and_remember(from_obj: Any, obj: Any) -> None:
+        setter(from_obj, obj)
+        if obj is not None:
+            parents[id(obj)] = (obj, from_obj, attribute, SINGLE)
+
+    return set_and_remember
+
+
+def _recording_populator(original: Callable[..., None]) -> Callable[..., None]:
+    """Give select_related's populators a trail setter while a recording is on."""
+
+    # Django's own signature varies (6.1 added an argument): pass it all on.
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        recorder = current_recorder()
+        if recorder is not None:
+            try:
+                klass_info = args[0] if args else kwargs["klass_info"]
+                self.local_setter = _trail_setter(self.local_setter, klass_info, recorder.parents)
+            except Exception:
+                report_internal_error("following a select_related join")
+
+    return __init__
 
 
 def _batch_loader(original: Callable[..., Any]) -> Callable[..., Any]:
