@@ -19,6 +19,8 @@ from querylens.allow import mark as mark_allowed
 from querylens.capture import RawFrame, RawQuery, Recorder, Segment, code_objects
 from querylens.fingerprint import fingerprint, is_transaction_control
 from querylens.fixes import WALK_NOTE, Fix, Refinement, fix_for
+from querylens.frameworks import AdminPage
+from querylens.frameworks import adapt as adapt_to_admin
 from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
 from querylens.redaction import Redactor, redactor
 
@@ -38,8 +40,13 @@ def build_record(
     threshold: int,
     record_params: bool,
     allow: Sequence[AllowRule] = (),
+    admin: AdminPage | None = None,
 ) -> RequestRecord:
-    """Analyse a recorder's queries into a ``RequestRecord``."""
+    """Analyse a recorder's queries into a ``RequestRecord``.
+
+    ``admin``: the Django admin page the request was, whose ModelAdmin is
+    named where the admin's own code ran the queries.
+    """
     raw = list(recorder.queries)
     redact = redactor()
     queries = [
@@ -47,6 +54,8 @@ def build_record(
     ]
     duplicates = duplicate_groups(raw, queries)
     groups = n_plus_one_groups(raw, queries, threshold)
+    if admin is not None:
+        adapt_to_admin(groups, admin)
     mark_allowed(groups, allow)
     return RequestRecord(
         id=request_id,

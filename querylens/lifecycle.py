@@ -28,6 +28,7 @@ from querylens import capture
 from querylens.allow import AllowRule
 from querylens.capture import Recorder
 from querylens.conf import conf
+from querylens.frameworks import AdminPage, admin_page
 from querylens.records import RequestRecord
 from querylens.storage import get_storage
 
@@ -190,6 +191,7 @@ def finish(
     threshold: int | None = None,
     reuse: bool = True,
     allow: Sequence[AllowRule] | None = None,
+    admin: AdminPage | None = None,
 ) -> RequestRecord:
     """Analyse what the recording captured into its record.
 
@@ -213,6 +215,7 @@ def finish(
         threshold=threshold if threshold is not None else conf.N_PLUS_ONE_THRESHOLD,
         record_params=conf.RECORD_PARAMS,
         allow=allow_rules.configured() if allow is None else allow,
+        admin=admin,
     )
     if reuse:
         recording.record = record
@@ -228,6 +231,7 @@ def finish_request(recording: Recording, request: Any, response: Any) -> Request
         path=request.path,
         view=getattr(match, "_func_path", None),
         status=getattr(response, "status_code", None),
+        admin=admin_page(request),
     )
 
 

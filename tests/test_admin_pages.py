@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from tests.helpers import latest_record
+from tests.admin import BookAdmin, BookInline, PublisherAdmin, ReviewAdmin
+from tests.helpers import latest_record, line_of
+from tests.models import Publisher, Review
 
 pytestmark = pytest.mark.usefixtures("library")
+
+
+def declaration_line(admin_class: type, attribute: str) -> int:
+    lines, first = inspect.getsourcelines(admin_class)
+    (offset,) = [n for n, text in enumerate(lines) if text.strip().startswith(f"{attribute} =")]
+    return first + offset
+
+
+def pasted_tuple(suggestion: str) -> tuple[str, ...]:
+    """The value of a ``list_select_related = (...)`` suggestion, as pasted."""
+    name, _, value = suggestion.partition(" = ")
+    assert name == "list_select_related"
+    return ast.literal_eval(value)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -48,12 +66,95 @@ def test_a_foreign_key_in_list_display_is_an_n_plus_one_that_list_select_related
     (group,) = record.n_plus_one
     assert group.relation == "tests.Book.author"
     assert group.count == Book.objects.count()
-    # Django's admin templates are no call site of the project's; naming the
-    # ModelAdmin's list_display entry instead is not done yet.
-    assert group.callsite is None
+    # Django's admin templates are no call site of the project's: the
+    # ModelAdmin's list_display is what the project wrote.
+    assert group.callsite is not None
+    assert (group.callsite.file, group.callsite.function) == (
+        "tests/admin.py",
+        "BookAdmin.list_display",
+    )
+    assert group.callsite.line == declaration_line(BookAdmin, "list_display")
+    assert group.suggestion == 'list_select_related = ("author",)'
+    assert group.note is not None
+    assert "tests.admin.BookAdmin" in group.note
     # Pasted as the admin spells it, the fix removes the repetition.
-    monkeypatch.setattr(book_admin, "list_select_related", ("author",))
+    monkeypatch.setattr(book_admin, "list_select_related", pasted_tuple(group.suggestion))
     admin_user_client.get("/admin/tests/book/")
     fixed = latest_record()
     assert fixed.n_plus_one == []
     assert fixed.query_count <= record.query_count - group.count + 1
+
+
+def test_a_str_one_join_short_suggests_the_deeper_list_select_related(
+    admin_user_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.contrib import admin
+
+    from tests import models
+
+    for book in models.Book.objects.all():
+        Review.objects.create(book=book, rating=4)
+    admin_user_client.get("/admin/tests/review/")
+    record = latest_record()
+    (group,) = record.n_plus_one
+    assert group.relation == "tests.Book.author"
+    # The line that ran it is the project's own: the model's __str__.
+    assert group.callsite is not None
+    assert (group.callsite.file, group.callsite.line) == (
+        "tests/models.py",
+        line_of("review str", models),
+    )
+    # ReviewAdmin has list_select_related = ("book",): one level short.
+    assert ReviewAdmin.list_select_related == ("book",)
+    assert group.suggestion == 'list_select_related = ("book__author",)'
+
+    review_admin = admin.site._registry[Review]
+    monkeypatch.setattr(review_admin, "list_select_related", pasted_tuple(group.suggestion))
+    admin_user_client.get("/admin/tests/review/")
+    fixed = latest_record()
+    assert fixed.n_plus_one == []
+    assert fixed.query_count == record.query_count - group.count
+
+
+class SharedChoicesInline(BookInline):
+    """BookInline with the fix querylens's note describes, typed in as written."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):  # type: ignore[no-untyped-def]
+        formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        formfield.choices = list(formfield.choices)
+        return formfield
+
+
+def test_inline_choice_fields_are_the_same_query_again_with_the_admin_fix(
+    admin_user_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from querylens.fixes import FORM_CHOICES_NOTE
+
+    publisher = Publisher.objects.order_by("pk").first()
+    assert publisher is not None
+    url = f"/admin/tests/publisher/{publisher.pk}/change/"
+    response = admin_user_client.get(url)
+    assert response.status_code == 200
+    record = latest_record()
+    (group,) = record.n_plus_one
+    forms = publisher.books.count() + 1  # the inline's rows and its empty template row
+    assert group.count == forms
+    assert group.relation is None
+    # Not "filter(pk__in=ids)": there are no ids, only the same query again.
+    assert group.suggestion is None
+    assert group.note == FORM_CHOICES_NOTE
+    assert group.callsite is not None
+    assert (group.callsite.file, group.callsite.function) == (
+        "tests/admin.py",
+        "PublisherAdmin.inlines",
+    )
+    assert group.callsite.line == declaration_line(PublisherAdmin, "inlines")
+
+    monkeypatch.setattr(PublisherAdmin, "inlines", [SharedChoicesInline])
+    fixed_response = admin_user_client.get(url)
+    assert fixed_response.status_code == 200
+    fixed = latest_record()
+    assert fixed.n_plus_one == []
+    assert fixed.query_count == record.query_count - forms + 1
+    # The page shows the same choices.
+    assert fixed_response.content.count(b"<option") == response.content.count(b"<option")
