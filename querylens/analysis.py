@@ -19,7 +19,7 @@ from querylens.allow import mark as mark_allowed
 from querylens.capture import RawFrame, RawQuery, Recorder, Segment, code_objects
 from querylens.fingerprint import fingerprint, is_transaction_control
 from querylens.fixes import WALK_NOTE, Fix, Refinement, fix_for
-from querylens.frameworks import AdminPage
+from querylens.frameworks import SERIALIZER_NOTE, AdminPage, serializer_site
 from querylens.frameworks import adapt as adapt_to_admin
 from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
 from querylens.redaction import Redactor, redactor
@@ -141,12 +141,18 @@ def n_plus_one_groups(
                 same_params=len({_params_key(raw[i].params) for i in indexes}) == 1,
                 form_choices=_in_form_choices(first),
             )
+        callsite = queries[indexes[0]].callsite
+        if callsite is None and first.declaration is not None:
+            # Framework code ran it; the project declared the field it rendered.
+            callsite = serializer_site(*first.declaration)
+            note = f"{SERIALIZER_NOTE} {fix.note}" if fix.note else SERIALIZER_NOTE
+            fix = Fix(fix.suggestion, note)
         groups.append(
             NPlusOneGroup(
                 fingerprint=queries[indexes[0]].fingerprint,
                 count=len(indexes),
                 total_ms=round(sum(raw[i].duration for i in indexes) * 1000, 3),
-                callsite=queries[indexes[0]].callsite,
+                callsite=callsite,
                 relation=relation,
                 suggestion=fix.suggestion,
                 sample_sql=queries[indexes[0]].sql,

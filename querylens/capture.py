@@ -107,6 +107,7 @@ class RawQuery:
     __slots__ = (
         "alias",
         "batch",
+        "declaration",
         "duration",
         "error",
         "instruction",
@@ -155,6 +156,9 @@ class RawQuery:
         self.library_path: tuple[RawFrame, ...] = ()
         #: Run by ``prefetch_related_objects``: a batch load, never an N+1.
         self.batch = False
+        #: For a query no user code ran: the project's class and attribute
+        #: whose evaluation ran it (a serializer and its field), or None.
+        self.declaration: tuple[type, str] | None = None
         #: The instruction the innermost user frame was at (-1: unknown).
         self.instruction = -1
 
@@ -218,6 +222,7 @@ class Recorder:
             query.instruction = instruction
             if not stack:
                 query.library_path = library_path(frame, self.boundary)
+                query.declaration = declaration(frame, self.boundary)
         with self._lock:
             self.count += 1
             self.db_time += duration
@@ -552,6 +557,46 @@ def library_path(frame: FrameType | None, boundary: Any = None) -> tuple[RawFram
         path.append((id(code), frame.f_lineno))
         frame = frame.f_back
     return tuple(path)
+
+
+def declaration(frame: FrameType | None, boundary: Any = None) -> tuple[type, str] | None:
+    """The serializer class and field being rendered when a query ran, if any.
+
+    Django REST framework's ``Serializer.to_representation`` evaluates each
+    declared field in turn; a nested serializer or a dotted ``source`` loads
+    a relation per object with no frame of the project's on the stack. The
+    innermost such frame names what the project declared. Only called when
+    no user frame ran the query, and only once DRF is imported.
+    """
+    code = _serializer_code()
+    if code is None:
+        return None
+    depth = 0
+    while frame is not None and frame is not boundary and depth < LIBRARY_PATH_DEPTH:
+        if frame.f_code is code:
+            local = frame.f_locals
+            serializer, field = local.get("self"), local.get("field")
+            name = getattr(field, "field_name", None)
+            if serializer is not None and isinstance(name, str):
+                return type(serializer), name
+            return None
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
+_SERIALIZER_CODE: list[CodeType | None] = []
+
+
+def _serializer_code() -> CodeType | None:
+    if _SERIALIZER_CODE:
+        return _SERIALIZER_CODE[0]
+    module = sys.modules.get("rest_framework.serializers")
+    if module is None:
+        return None  # not imported (yet): looked up again next time
+    method = getattr(getattr(module, "Serializer", None), "to_representation", None)
+    _SERIALIZER_CODE.append(getattr(method, "__code__", None))
+    return _SERIALIZER_CODE[0]
 
 
 def _awaiting_frames(

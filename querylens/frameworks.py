@@ -127,27 +127,57 @@ def _foreign_keys_in_list_display(model_admin: Any) -> list[str]:
     return names
 
 
-_declarations: dict[tuple[type, str], CallSite] = {}
+SERIALIZER_NOTE = (
+    "A Django REST framework serializer field loads this per object. Paste the fix on "
+    "the queryset the view serializes: the view's queryset attribute or get_queryset()."
+)
 
 
-def _declaration(admin_class: type, attribute: str) -> CallSite:
-    """``tests/admin.py:17 BookAdmin.list_display``: the line that declares it."""
-    key = (admin_class, attribute)
+def serializer_site(serializer_class: type, field_name: str) -> CallSite:
+    """``api/serializers.py:12 BookSerializer.author``: where the field is declared.
+
+    A field declared on a parent serializer is found there; one listed only
+    in ``Meta.fields`` (a ModelSerializer's implicit field) points at that list.
+    """
+    for owner in serializer_class.__mro__:
+        if owner.__module__.startswith("rest_framework."):
+            break
+        if _declares(owner, field_name):
+            return _declaration(owner, field_name)
+    return _declaration(serializer_class, field_name, search="fields")
+
+
+_declarations: dict[tuple[type, str, str], CallSite] = {}
+
+
+def _declares(owner: type, attribute: str) -> bool:
+    try:
+        source = inspect.getsource(owner)
+    except (OSError, TypeError):
+        return False
+    return re.search(rf"^\s+{attribute}\s*[:=]", source, re.MULTILINE) is not None
+
+
+def _declaration(owner: type, attribute: str, search: str | None = None) -> CallSite:
+    """``tests/admin.py:17 BookAdmin.list_display``: the line that declares it.
+
+    ``search``: the name whose assignment gives the line, if not ``attribute``.
+    """
+    search = attribute if search is None else search
+    key = (owner, attribute, search)
     site = _declarations.get(key)
     if site is None:
         from querylens.analysis import relative_path
 
-        function = (
-            f"{admin_class.__qualname__}.{attribute}" if attribute else admin_class.__qualname__
-        )
+        function = f"{owner.__qualname__}.{attribute}" if attribute else owner.__qualname__
         try:
-            lines, first = inspect.getsourcelines(admin_class)
-            filename = relative_path(inspect.getsourcefile(admin_class) or "")
+            lines, first = inspect.getsourcelines(owner)
+            filename = relative_path(inspect.getsourcefile(owner) or "")
         except (OSError, TypeError):
-            site = CallSite(file=admin_class.__module__, line=0, function=function)
+            site = CallSite(file=owner.__module__, line=0, function=function)
         else:
             line = first
-            pattern = re.compile(rf"^\s+{attribute}\s*[:=]") if attribute else None
+            pattern = re.compile(rf"^\s+{search}\s*[:=]") if search else None
             for offset, text in enumerate(lines):
                 if pattern is not None and pattern.match(text):
                     line = first + offset

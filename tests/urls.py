@@ -47,8 +47,16 @@ _names = [
     "deep_recursion",
 ]
 
+try:  # Django REST framework is a test dependency, not querylens's
+    from tests.api import router
+except ImportError:
+    api_urls = []
+else:
+    api_urls = [path("api/", include(router.urls))]
+
 urlpatterns = [
     path("admin/querylens/", include("querylens.urls")),
     path("admin/", admin.site.urls),
     *[path(f"{name}/", getattr(views, name), name=name) for name in _names],
+    *api_urls,
 ]
