@@ -64,7 +64,7 @@ def fix_for(
     path: tuple[Segment, ...],
     *,
     relation: str | None = None,
-    refinement: Refinement | None = None,
+    refinement: Refinement | DeferredLoad | None = None,
     same_params: bool = False,
     form_choices: bool = False,
 ) -> Fix:
@@ -75,6 +75,8 @@ def fix_for(
     in a form choice field's iterator (a formset's forms).
     """
     kind = statement_kind(sql)
+    if path and path[-1][1] == "deferred":
+        return _load_with_the_rows(path, refinement)
     if path:
         attribute = path[-1][0]
         lookup = "__".join(step for step, _ in path)
@@ -86,11 +88,11 @@ def fix_for(
             if annotations is None:
                 return Fix(None, AGGREGATE_NOTE)
             return Fix(f"annotate({annotations})", AGGREGATE_NOTE)
-        if refinement is not None:
+        if isinstance(refinement, Refinement):
             return _prefetch_object(lookup, attribute, relation, refinement)
         if all(step_kind == "single" for _, step_kind in path):
-            return Fix(f'select_related("{lookup}")')
-        return Fix(f'prefetch_related("{lookup}")')
+            return Fix(f'select_related("{lookup}")', fetch_peers_note(path))
+        return Fix(f'prefetch_related("{lookup}")', fetch_peers_note(path))
     if form_choices:
         return Fix(None, FORM_CHOICES_NOTE)
     if same_params and kind in ("select", "with"):
@@ -251,3 +253,62 @@ REFINED_NOTE = (
     "value that differs per parent cannot go in one Prefetch: annotate a "
     "Subquery(OuterRef(...)) instead."
 )
+
+
+# -- deferred fields ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeferredLoad:
+    """The fields an instance had when one of its deferred fields was read."""
+
+    loaded: tuple[str, ...]
+    still_deferred: tuple[str, ...]
+
+
+DEFERRED_NOTE = (
+    "only() or defer() left {field} out of the query, and reading it loads it one row "
+    "at a time. Load it with the rows instead."
+)
+
+
+def _load_with_the_rows(path: tuple[Segment, ...], load: object) -> Fix:
+    field = path[-1][0]
+    lookup = "__".join(step for step, _ in path)
+    note = DEFERRED_NOTE.format(field=lookup)
+    peers = fetch_peers_note(path)
+    if peers:
+        note = f"{note} {peers}"
+    if len(path) > 1 or not isinstance(load, DeferredLoad):
+        # Deferred on an object reached through a join: the lookup goes in
+        # the root queryset's only()/defer(), whichever it used.
+        return Fix(None, f'{note} Add "{lookup}" to only(), or remove it from defer().')
+    # The instance cannot tell whether only() or defer() left the field out,
+    # and appended to a defer(), only() subtracts instead of replacing: start
+    # from defer(None), which clears either, then say the fields shortest.
+    note += (
+        " defer(None) clears the earlier only()/defer() so the fix works appended;"
+        " editing that call to the same fields is equivalent."
+    )
+    rest = tuple(name for name in load.still_deferred if name != field)
+    if len(load.loaded) + 1 <= len(rest):
+        return Fix(f"defer(None).only({_quoted((*load.loaded, field))})", note)
+    return Fix("defer(None)" + (f".defer({_quoted(rest)})" if rest else ""), note)
+
+
+def fetch_peers_note(path: tuple[Segment, ...]) -> str | None:
+    """Django 6.1's fetch modes batch a lazy load for all objects of the queryset.
+
+    For forward and one-to-one relations, generic foreign keys and deferred
+    fields only; a related manager (reverse or many-to-many) is not batched.
+    """
+    import django
+
+    if django.VERSION < (6, 1) or not path:
+        return None
+    if path[-1][1] not in ("single", "generic", "deferred"):
+        return None
+    return (
+        "On Django 6.1+, .fetch_mode(models.FETCH_PEERS) on the queryset also loads it for "
+        "all its objects at the first access (not with .iterator(), which does not batch)."
+    )

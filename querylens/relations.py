@@ -27,11 +27,12 @@ from collections.abc import Callable
 from typing import Any
 
 from querylens.capture import Recorder, Segment, current_recorder, report_internal_error
-from querylens.fixes import Refinement
+from querylens.fixes import DeferredLoad, Refinement
 
 SINGLE = "single"
 MULTI = "multi"
 GENERIC = "generic"
+DEFERRED = "deferred"
 
 _QUERY_TAG = "_querylens_relation"
 _installed = False
@@ -69,6 +70,12 @@ def install() -> None:
     query_module.RelatedPopulator.__init__ = _recording_populator(  # type: ignore[method-assign]
         query_module.RelatedPopulator.__init__
     )
+
+    from django.db.models.query_utils import DeferredAttribute
+
+    # Called only for a field missing from the instance (deferred by only()
+    # or defer()): loaded fields are found in the instance's __dict__ first.
+    DeferredAttribute.__get__ = _deferred_loader(DeferredAttribute.__get__)  # type: ignore[method-assign]
 
     from django.apps import apps
 
@@ -125,6 +132,44 @@ def _single_loader(
                     report_internal_error("naming the relation of a lazy load")
 
     return __get__
+
+
+def _deferred_loader(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``DeferredAttribute.__get__``: a deferred field loaded on access."""
+
+    @functools.wraps(original)
+    def __get__(self: Any, instance: Any, cls: Any = None) -> Any:
+        recorder = current_recorder()
+        if recorder is None or instance is None:
+            return original(self, instance, cls)
+        mark = recorder.mark()
+        try:
+            return original(self, instance, cls)
+        finally:
+            if recorder.count != mark[0]:
+                try:
+                    _name_deferred_load(recorder, mark, self.field, instance)
+                except Exception:
+                    report_internal_error("naming a deferred field's load")
+
+    return __get__
+
+
+def _name_deferred_load(
+    recorder: Recorder, mark: tuple[int, int], field: Any, instance: Any
+) -> None:
+    fields = instance._meta.concrete_fields
+    present = instance.__dict__
+    loaded = tuple(f.name for f in fields if f.attname in present and f.name != field.name)
+    deferred = tuple(f.name for f in fields if f.attname not in present)
+    path, weak_via = origin(recorder, instance)
+    recorder.tag_since(
+        mark,
+        label_of(instance, field.name),
+        (*path, (field.name, DEFERRED)),
+        weak_via,
+        DeferredLoad(loaded=loaded, still_deferred=deferred),
+    )
 
 
 def _manager_factory(

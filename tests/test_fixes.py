@@ -73,7 +73,7 @@ def test_an_aggregate_per_row_gets_an_annotation_on_the_parents() -> None:
     with recorded() as result:
         totals = {
             author.pk: author.orders.aggregate(Sum("total"))["total__sum"]  # line: sum per row
-            for author in Author.objects.all()
+            for author in Author.objects.order_by("pk")
         }
     group = only_group(result)
     assert group.relation == "tests.Author.orders"
@@ -82,7 +82,9 @@ def test_an_aggregate_per_row_gets_an_annotation_on_the_parents() -> None:
     at(group, "sum per row")
 
     with recorded() as fixed:
-        pasted = {a.pk: a.total__sum for a in paste(Author.objects.all(), group.suggestion)}
+        pasted = {
+            a.pk: a.total__sum for a in paste(Author.objects.order_by("pk"), group.suggestion)
+        }
     assert pasted == totals
     assert fixed.record.query_count == 1 < result.record.query_count == 4
 
@@ -116,7 +118,7 @@ def test_a_filter_on_a_prefetched_relation_gets_a_prefetch_object_not_the_same_p
     with recorded() as result:
         firsts = [
             [book.title for book in author.books.filter(title__endswith=".0")]  # line: filtered
-            for author in Author.objects.prefetch_related("books")
+            for author in Author.objects.order_by("pk").prefetch_related("books")
         ]
     group = only_group(result)
     assert group.relation == "tests.Author.books"
@@ -128,7 +130,9 @@ def test_a_filter_on_a_prefetched_relation_gets_a_prefetch_object_not_the_same_p
     at(group, "filtered")
 
     fixed_queryset = paste(
-        Author.objects.prefetch_related("books"), group.suggestion, title__endswith=".0"
+        Author.objects.order_by("pk").prefetch_related("books"),
+        group.suggestion,
+        title__endswith=".0",
     )
     with recorded() as fixed:
         pasted = [[book.title for book in author.filtered_books] for author in fixed_queryset]
@@ -140,7 +144,7 @@ def test_first_per_parent_after_a_prefetch_gets_a_sliced_prefetch() -> None:
     with recorded() as result:
         latest = [
             author.books.order_by("-id").first()  # line: latest
-            for author in Author.objects.prefetch_related("books")
+            for author in Author.objects.order_by("pk").prefetch_related("books")
         ]
     group = only_group(result)
     assert group.relation == "tests.Author.books"
@@ -150,7 +154,10 @@ def test_first_per_parent_after_a_prefetch_gets_a_sliced_prefetch() -> None:
     )
     at(group, "latest")
     with recorded() as fixed:
-        pasted = [author.first_books[0] for author in paste(Author.objects.all(), group.suggestion)]
+        pasted = [
+            author.first_books[0]
+            for author in paste(Author.objects.order_by("pk"), group.suggestion)
+        ]
     assert pasted == latest
     assert fixed.record.query_count == 2 < result.record.query_count
 
@@ -160,7 +167,7 @@ def test_a_model_method_refining_its_relation_is_named_with_the_loop_fix() -> No
         return author.books.order_by("-title").first()  # line: model method
 
     with recorded() as result:
-        titles = [latest_book(author).title for author in Author.objects.all()]  # type: ignore[union-attr]
+        titles = [latest_book(author).title for author in Author.objects.order_by("pk")]  # type: ignore[union-attr]
     group = only_group(result)
     at(group, "model method")
     assert group.suggestion == (
@@ -168,7 +175,9 @@ def test_a_model_method_refining_its_relation_is_named_with_the_loop_fix() -> No
         'to_attr="first_books"))'
     )
     with recorded() as fixed:
-        pasted = [a.first_books[0].title for a in paste(Author.objects.all(), group.suggestion)]
+        pasted = [
+            a.first_books[0].title for a in paste(Author.objects.order_by("pk"), group.suggestion)
+        ]
     assert pasted == titles
     assert fixed.record.query_count == 2
 
@@ -177,7 +186,7 @@ def test_select_related_per_object_on_a_relation_gets_it_inside_the_prefetch() -
     with recorded() as result:
         names = [
             [book.publisher.name for book in author.books.select_related("publisher")]
-            for author in Author.objects.all()
+            for author in Author.objects.order_by("pk")
         ]
     group = only_group(result)
     assert group.relation == "tests.Author.books"
@@ -188,7 +197,7 @@ def test_select_related_per_object_on_a_relation_gets_it_inside_the_prefetch() -
     with recorded() as fixed:
         pasted = [
             [book.publisher.name for book in author.books_list]
-            for author in paste(Author.objects.all(), group.suggestion)
+            for author in paste(Author.objects.order_by("pk"), group.suggestion)
         ]
     assert pasted == names
     assert fixed.record.query_count == 2 < result.record.query_count == 4
@@ -198,7 +207,7 @@ def test_values_list_per_object_gets_a_prefetch_and_says_to_read_the_objects() -
     with recorded() as result:
         titles = [
             sorted(author.books.values_list("title", flat=True))
-            for author in Author.objects.prefetch_related("books")
+            for author in Author.objects.order_by("pk").prefetch_related("books")
         ]
     group = only_group(result)
     assert group.suggestion == (
@@ -209,14 +218,14 @@ def test_values_list_per_object_gets_a_prefetch_and_says_to_read_the_objects() -
     with recorded() as fixed:
         pasted = [
             sorted(book.title for book in author.books_list)
-            for author in paste(Author.objects.all(), group.suggestion)
+            for author in paste(Author.objects.order_by("pk"), group.suggestion)
         ]
     assert pasted == titles
     assert fixed.record.query_count == 2
 
 
 def test_a_prefetch_object_refined_per_object_keeps_its_relation() -> None:
-    queryset = Author.objects.prefetch_related(
+    queryset = Author.objects.order_by("pk").prefetch_related(
         Prefetch("books", queryset=Book.objects.order_by("title"))
     )
     with recorded() as result:
@@ -230,7 +239,7 @@ def test_a_prefetch_object_refined_per_object_keeps_its_relation() -> None:
 
 def test_a_filtered_relation_without_any_prefetch_is_not_told_to_prefetch_it() -> None:
     with recorded() as result:
-        for author in Author.objects.all():
+        for author in Author.objects.order_by("pk"):
             list(author.books.filter(title__endswith=".1"))
     group = only_group(result)
     assert group.suggestion is not None
@@ -240,18 +249,18 @@ def test_a_filtered_relation_without_any_prefetch_is_not_told_to_prefetch_it() -
 
 def test_exists_per_object_is_served_by_a_plain_prefetch() -> None:
     with recorded() as result:
-        flags = [author.books.exists() for author in Author.objects.all()]
+        flags = [author.books.exists() for author in Author.objects.order_by("pk")]
     group = only_group(result)
     assert group.suggestion == 'prefetch_related("books")'
     with recorded() as fixed:
-        pasted = [a.books.exists() for a in paste(Author.objects.all(), group.suggestion)]
+        pasted = [a.books.exists() for a in paste(Author.objects.order_by("pk"), group.suggestion)]
     assert pasted == flags
     assert fixed.record.query_count == 2
 
 
 def test_a_clean_prefetched_loop_is_still_clean() -> None:
     with recorded() as result:
-        for author in Author.objects.prefetch_related("books"):
+        for author in Author.objects.order_by("pk").prefetch_related("books"):
             for book in author.books.all():
                 book.title  # noqa: B018
             author.books.count()
@@ -304,7 +313,7 @@ def test_two_levels_of_joins_then_a_lazy_load() -> None:
 
 def test_the_same_query_again_in_a_loop_says_evaluate_once_not_load_by_ids() -> None:
     with recorded() as result:
-        for book in Book.objects.all():
+        for book in Book.objects.order_by("pk"):
             choices = list(Publisher.objects.order_by("name"))  # line: same query
             assert book.publisher_id in {p.pk for p in choices}
     group = only_group(result)
@@ -314,7 +323,7 @@ def test_the_same_query_again_in_a_loop_says_evaluate_once_not_load_by_ids() -> 
     assert group.note == SAME_QUERY_NOTE
     with recorded() as fixed:
         choices = list(Publisher.objects.order_by("name"))
-        for book in Book.objects.all():
+        for book in Book.objects.order_by("pk"):
             assert book.publisher_id in {p.pk for p in choices}
     assert fixed.record.n_plus_one == []
     assert fixed.record.query_count == 2 < result.record.query_count
@@ -322,7 +331,7 @@ def test_the_same_query_again_in_a_loop_says_evaluate_once_not_load_by_ids() -> 
 
 def test_one_query_per_object_by_its_own_id_still_gets_in_bulk() -> None:
     with recorded() as result:
-        for book in Book.objects.all():
+        for book in Book.objects.order_by("pk"):
             Publisher.objects.get(pk=book.publisher_id)
     group = only_group(result)
     assert group.suggestion == "in_bulk(ids)"
@@ -331,10 +340,123 @@ def test_one_query_per_object_by_its_own_id_still_gets_in_bulk() -> None:
 
 def test_bulk_fixes_say_what_they_skip() -> None:
     with recorded() as result:
-        for book in Book.objects.all():
+        for book in Book.objects.order_by("pk"):
             book.title = book.title.upper()
             book.save(update_fields=["title"])
     group = only_group(result)
     assert group.suggestion == "bulk_update(objs, fields)"
     assert group.note is not None
     assert re.search(r"do not call save\(\).*signals", group.note)
+
+
+# -- deferred fields --------------------------------------------------------------
+
+
+def test_a_field_left_out_by_only_is_loaded_with_the_rows_when_pasted() -> None:
+    with recorded() as result:
+        books = Book.objects.order_by("pk").only("id", "title")
+        keys = [book.author_id for book in books]  # line: only
+    group = only_group(result)
+    assert group.relation == "tests.Book.author"
+    # Shortest paste-safe form: clear the only(), defer what stays unread.
+    assert group.suggestion == 'defer(None).defer("publisher")'
+    assert group.note is not None
+    assert group.note.startswith("only() or defer() left author out of the query")
+    at(group, "only")
+    with recorded() as fixed:
+        queryset = paste(Book.objects.order_by("pk").only("id", "title"), group.suggestion)
+        pasted = [b.author_id for b in queryset]
+    assert pasted == keys
+    assert fixed.record.query_count == 1 < result.record.query_count == 7
+
+
+def test_a_field_left_out_by_defer_is_loaded_again_when_pasted() -> None:
+    with recorded() as result:
+        titles = [book.title for book in Book.objects.order_by("pk").defer("title")]  # line: defer
+    group = only_group(result)
+    assert group.relation == "tests.Book.title"
+    assert group.suggestion == "defer(None)"
+    at(group, "defer")
+    with recorded() as fixed:
+        pasted = [
+            b.title for b in paste(Book.objects.order_by("pk").defer("title"), group.suggestion)
+        ]
+    assert pasted == titles
+    assert fixed.record.query_count == 1
+
+
+def test_deferring_two_fields_and_reading_one_keeps_the_other_deferred() -> None:
+    with recorded() as result:
+        names = [a.name for a in Author.objects.order_by("pk").defer("name", "publisher")]
+    group = only_group(result)
+    # id loaded; name read; publisher still deferred. Appended to the
+    # defer(), a bare only("id", "name") would subtract and load only id.
+    assert group.suggestion == 'defer(None).defer("publisher")'
+    with recorded() as fixed:
+        queryset = paste(Author.objects.order_by("pk").defer("name", "publisher"), group.suggestion)
+        pasted = [a.name for a in queryset]
+    assert pasted == names
+    assert fixed.record.query_count == 1
+
+
+def test_a_deferred_field_of_a_joined_object_names_the_lookup() -> None:
+    with recorded() as result:
+        for book in Book.objects.select_related("author").only("title", "author__id"):
+            book.author.name  # noqa: B018
+    group = only_group(result)
+    assert group.relation == "tests.Author.name"
+    assert group.suggestion is None
+    assert group.note is not None
+    assert 'Add "author__name" to only()' in group.note
+    with recorded() as fixed:
+        for book in Book.objects.select_related("author").only("title", "author__name"):
+            book.author.name  # noqa: B018
+    assert fixed.record.query_count == 1
+
+
+def test_a_loaded_field_costs_nothing_and_is_no_n_plus_one() -> None:
+    with recorded() as result:
+        for book in Book.objects.only("id", "title"):
+            book.title  # noqa: B018
+    assert result.record.n_plus_one == []
+    assert result.record.query_count == 1
+
+
+fetch_modes = pytest.mark.skipif(
+    not hasattr(__import__("django.db.models").db.models, "FETCH_PEERS"),
+    reason="fetch modes are new in Django 6.1",
+)
+
+
+@fetch_modes
+@pytest.mark.parametrize(
+    ("loop", "relation"),
+    [
+        (lambda qs: [b.author.name for b in qs], "tests.Book.author"),
+        (lambda qs: [b.title for b in qs.defer("title")], "tests.Book.title"),
+    ],
+)
+def test_on_django_61_fetch_peers_is_offered_and_batches(loop: Any, relation: str) -> None:
+    from django.db import models
+
+    with recorded() as result:
+        expected = loop(Book.objects.order_by("pk"))
+    group = only_group(result)
+    assert group.relation == relation
+    assert group.note is not None
+    assert ".fetch_mode(models.FETCH_PEERS)" in group.note
+    with recorded() as fixed:
+        pasted = loop(Book.objects.order_by("pk").fetch_mode(models.FETCH_PEERS))
+    assert pasted == expected
+    assert fixed.record.n_plus_one == []
+    assert fixed.record.query_count == 2
+
+
+@fetch_modes
+def test_on_django_61_fetch_peers_is_not_offered_for_a_related_manager() -> None:
+    with recorded() as result:
+        for author in Author.objects.order_by("pk"):
+            list(author.books.all())
+    group = only_group(result)
+    assert group.suggestion == 'prefetch_related("books")'
+    assert group.note is None
