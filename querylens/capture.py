@@ -16,7 +16,7 @@ import os
 import sys
 import sysconfig
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from time import perf_counter
@@ -194,6 +194,9 @@ class Recorder:
         #: (the request), so that entry points of one scope share one
         #: (``querylens.lifecycle``).
         self.scopes: dict[int, Any] = {}
+        #: Async generators producing a streaming response's body
+        #: (``querylens.streaming``): their frames are the call sites.
+        self.streams: list[Any] = []
         self._lock = threading.Lock()
 
     def add(
@@ -212,7 +215,7 @@ class Recorder:
         # fewer than the cap; the count below stays exact.
         if len(self.queries) < self.max_queries:
             stack, instruction = capture_stack(
-                frame, self.stack_depth, self.task, self.boundary, self.tails
+                frame, self.stack_depth, self.task, self.boundary, self.tails, self.streams
             )
             if len(sql) > MAX_SQL_CHARS:
                 sql = truncated_sql(sql)
@@ -476,6 +479,7 @@ def capture_stack(
     task: asyncio.Task[Any] | None = None,
     boundary: Any = None,
     tails: dict[int, tuple[Any, int, tuple[RawFrame, ...]]] | None = None,
+    streams: Sequence[Any] = (),
 ) -> tuple[tuple[RawFrame, ...], int]:
     """User and template frames from ``frame`` outwards, innermost first.
 
@@ -523,7 +527,9 @@ def capture_stack(
             else:  # _BRIDGE
                 local = frame.f_locals
                 stack.extend(
-                    _awaiting_frames(local.get("loop"), local.get("task_context"), task, boundary)
+                    _awaiting_frames(
+                        local.get("loop"), local.get("task_context"), task, boundary, streams
+                    )
                 )
         frame = frame.f_back
     if tail:
@@ -600,20 +606,29 @@ def _serializer_code() -> CodeType | None:
 
 
 def _awaiting_frames(
-    loop: Any, task_context: Any, hint: asyncio.Task[Any] | None, boundary: Any = None
+    loop: Any,
+    task_context: Any,
+    hint: asyncio.Task[Any] | None,
+    boundary: Any = None,
+    streams: Sequence[Any] = (),
 ) -> list[RawFrame]:
     """User frames of the coroutine awaiting the sync call identified by ``task_context``.
 
     ``SyncToAsync.__call__`` passes the same ``task_context`` list to the
     thread it starts, so its frame tells which coroutine chain we serve.
     """
-    candidates: list[asyncio.Task[Any]] = [hint] if hint is not None else []
+    candidates: list[Any] = [hint.get_coro()] if hint is not None else []
     if loop is not None:
         # RuntimeError: the loop's task set changed under us; the hint remains.
         with contextlib.suppress(RuntimeError):
-            candidates.extend(task for task in asyncio.all_tasks(loop) if task is not hint)
-    for task in candidates:
-        frames = _coroutine_frames(task)
+            candidates.extend(
+                task.get_coro() for task in asyncio.all_tasks(loop) if task is not hint
+            )
+    # An async generator streaming a response is awaited through objects
+    # that do not expose it; querylens.streaming names it here.
+    candidates.extend(streams)
+    for start in candidates:
+        frames = _coroutine_frames(start)
         for position, frame in enumerate(frames):
             if (
                 frame.f_code is _SYNC_TO_ASYNC_CALL
@@ -626,16 +641,23 @@ def _awaiting_frames(
     return []
 
 
-def _coroutine_frames(task: asyncio.Task[Any]) -> list[FrameType]:
-    """Frames of the coroutines ``task`` is awaiting, outermost first."""
+def _coroutine_frames(awaitable: Any) -> list[FrameType]:
+    """Frames of ``awaitable`` (a coroutine or async generator) and what it awaits, outermost first."""
     frames: list[FrameType] = []
-    awaitable: Any = task.get_coro()
     while awaitable is not None and len(frames) < 200:
-        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        frame = (
+            getattr(awaitable, "cr_frame", None)
+            or getattr(awaitable, "gi_frame", None)
+            or getattr(awaitable, "ag_frame", None)
+        )
         if frame is None:
             break
         frames.append(frame)
-        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+        awaitable = (
+            getattr(awaitable, "cr_await", None)
+            or getattr(awaitable, "gi_yieldfrom", None)
+            or getattr(awaitable, "ag_await", None)
+        )
     return frames
 
 

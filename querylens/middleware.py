@@ -20,6 +20,7 @@ from querylens import lifecycle
 from querylens.conf import conf
 from querylens.records import RequestRecord
 from querylens.storage import MemoryStorage, get_storage
+from querylens.streaming import record_stream
 
 logger = logging.getLogger("querylens")
 
@@ -51,6 +52,8 @@ class QueryLensMiddleware:
         finally:
             lifecycle.stop(recording)
         user = loaded_user(request) if self._needs_user() else None
+        if getattr(response, "streaming", False) and recording.owner:
+            return self._follow_stream(request, response, recording, user)  # type: ignore[arg-type]
         return self._finish(request, response, recording, user)  # type: ignore[arg-type]
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -62,6 +65,8 @@ class QueryLensMiddleware:
         finally:
             lifecycle.stop(recording)
         user = loaded_user(request) if self._needs_user() else None
+        if getattr(response, "streaming", False) and recording.owner:
+            return self._follow_stream(request, response, recording, user)
         if _stores_in_memory():
             return self._finish(request, response, recording, user)
         # Writing to a shared storage is network I/O: keep it off the event loop.
@@ -109,6 +114,32 @@ class QueryLensMiddleware:
                 add_headers(response, record)
         except Exception:
             logger.exception("querylens failed while finishing %s", request.path)
+        return response
+
+    def _follow_stream(
+        self,
+        request: HttpRequest,
+        response: HttpResponseBase,
+        recording: lifecycle.Recording,
+        user: Any,
+    ) -> HttpResponseBase:
+        """Record the body as the server pulls it; finish when it closes the response."""
+        try:
+            if lifecycle.excluded_namespace(request):
+                return response
+
+            def finish() -> None:
+                record = lifecycle.finish_request(recording, request, response)
+                lifecycle.store(record)
+                if record.n_plus_one:
+                    _log_n_plus_one(record)
+
+            record_stream(response, recording.recorder, finish)
+            if _headers_allowed(user):
+                # The counts are not known before the body has run.
+                response["X-QueryLens-Request"] = recording.request_id
+        except Exception:
+            logger.exception("querylens failed while following the stream of %s", request.path)
         return response
 
 

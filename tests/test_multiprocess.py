@@ -295,3 +295,24 @@ def test_a_closed_port_costs_nothing_but_a_warning(serve: Callable[..., Server])
         r"pid=(\d+) WARNING querylens: querylens could not store", server.log_text()
     )
     assert 1 <= len(warnings) <= WORKERS
+
+
+def test_a_streamed_response_is_recorded_when_the_server_closes_it(
+    serve: Callable[..., Server], shared_buffer: Callable[[int], CacheStorage]
+) -> None:
+    server = serve()
+    reply = fetch(server.port, "/streamed_csv/")
+    assert reply.status == 200
+    assert reply.request_id is not None
+    assert reply.queries is None  # not known when the headers left
+    buffer = shared_buffer(200)
+    # The worker stores the record when gunicorn closes the response, just
+    # after the last byte reached us: poll for it, bounded.
+    deadline = time.monotonic() + 10
+    record = buffer.get(reply.request_id)
+    while record is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        record = buffer.get(reply.request_id)
+    assert record is not None, "the streamed request was never stored"
+    assert record.query_count == 7
+    assert [group.relation for group in record.n_plus_one] == ["tests.Book.author"]

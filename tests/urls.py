@@ -45,6 +45,9 @@ _names = [
     "mutated_params",
     "huge_statement",
     "deep_recursion",
+    "streamed_csv",
+    "streamed_csv_fixed",
+    "async_streamed",
 ]
 
 try:  # Django REST framework is a test dependency, not querylens's

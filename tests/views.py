@@ -6,9 +6,13 @@ the expected call site without hard-coding line numbers.
 
 from __future__ import annotations
 
+import csv
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
 from django.db import connection, transaction
 from django.db.models import Count, Prefetch
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from tests.models import Author, Book, Comment, Publisher
@@ -289,3 +293,36 @@ def deep_recursion(request: HttpRequest) -> HttpResponse:
 
     query_at(0)
     return HttpResponse(results[0])
+
+
+class _Echo:
+    """Django's CSV-streaming recipe: a file-like object that hands back what it is given."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_rows(books: Any) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(["title", "author"])
+    for book in books:
+        yield writer.writerow([book.title, book.author.name])  # line: csv row
+
+
+def streamed_csv(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(_csv_rows(Book.objects.order_by("pk")), content_type="text/csv")
+
+
+def streamed_csv_fixed(request: HttpRequest) -> StreamingHttpResponse:
+    books = Book.objects.order_by("pk").select_related("author")
+    return StreamingHttpResponse(_csv_rows(books), content_type="text/csv")
+
+
+async def _async_rows() -> AsyncIterator[str]:
+    async for book in Book.objects.order_by("pk"):
+        author = await Author.objects.aget(pk=book.author_id)  # line: async stream row
+        yield f"{book.title},{author.name}\n"
+
+
+async def async_streamed(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(_async_rows(), content_type="text/csv")
