@@ -9,6 +9,7 @@ import datetime as dt
 import decimal
 import os
 import sys
+import sysconfig
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -140,6 +141,9 @@ def n_plus_one_groups(
                 refinement=_refinement_of(raw, indexes, relation),
                 same_params=len({_params_key(raw[i].params) for i in indexes}) == 1,
                 form_choices=_in_form_choices(first),
+                # Writes from a template or from a package's own code: not a
+                # loop the project wrote, so no bulk_create() to paste.
+                not_own_loop=not first.stack or isinstance(first.stack[0][0], str),
             )
         callsite = queries[indexes[0]].callsite
         if callsite is None and first.declaration is not None:
@@ -158,9 +162,42 @@ def n_plus_one_groups(
                 sample_sql=queries[indexes[0]].sql,
                 query_indexes=indexes,
                 note=fix.note,
+                package=package_of(first) if callsite is None else None,
             )
         )
     return groups
+
+
+#: Code that runs queries on everybody's behalf: never "the package" behind one.
+_PLUMBING = frozenset(
+    {"django", "querylens", "asgiref", "psycopg", "psycopg2", "MySQLdb", "pymysql", "sqlite3"}
+)
+_STDLIB = os.path.join(sysconfig.get_paths()["stdlib"], "")
+
+
+def package_of(query: RawQuery) -> str | None:
+    """The installed package whose code ran a query no project code ran.
+
+    The innermost frame outside Django, the database drivers and the
+    standard library names it (``wagtail``, ``rest_framework``); when there
+    is none, Django itself ran it (its admin, say).
+    """
+    seen_django = False
+    for code_id, _line in query.library_path:
+        code = code_objects.get(code_id) if isinstance(code_id, int) else None
+        if code is None:
+            continue
+        filename = os.path.abspath(code.co_filename)
+        if filename.startswith(_STDLIB) and "-packages" not in filename:
+            continue
+        top = relative_path(filename).replace(os.sep, "/").split("/", 1)[0]
+        top = top.removesuffix(".py")
+        if top in _PLUMBING:
+            seen_django = seen_django or top == "django"
+            continue
+        if top and not top.startswith("<"):
+            return top
+    return "django" if seen_django else None
 
 
 def _refinement_of(

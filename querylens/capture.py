@@ -605,6 +605,34 @@ def _serializer_code() -> CodeType | None:
     return _SERIALIZER_CODE[0]
 
 
+_ORM = (os.path.join("django", "db", ""), os.path.join("querylens", ""))
+_TEMPLATE_ENGINE = os.path.join("django", "template", "")
+
+
+def calling_package(frame: FrameType | None) -> str | None:
+    """The installed package whose code made the ORM call running now, or None.
+
+    Walks out of the ORM (and querylens); the first frame beyond it tells
+    who called: the project's code, or Django's template engine rendering a
+    project template (the project controls both), gives None.
+    """
+    while frame is not None:
+        code = frame.f_code
+        filename = code.co_filename
+        if not any(part in filename for part in _ORM):
+            kind = _kinds.get(id(code))
+            if kind is None:
+                kind = _kind(code)
+            if kind != _LIBRARY or _TEMPLATE_ENGINE in filename:
+                return None
+            from querylens.analysis import relative_path
+
+            top = relative_path(filename).replace(os.sep, "/").split("/", 1)[0]
+            return top.removesuffix(".py") or None
+        frame = frame.f_back
+    return None
+
+
 def _awaiting_frames(
     loop: Any,
     task_context: Any,

@@ -67,6 +67,7 @@ def fix_for(
     refinement: Refinement | DeferredLoad | None = None,
     same_params: bool = False,
     form_choices: bool = False,
+    not_own_loop: bool = False,
 ) -> Fix:
     """The fix for a group whose first query is ``sql``.
 
@@ -88,6 +89,8 @@ def fix_for(
             if annotations is None:
                 return Fix(None, AGGREGATE_NOTE)
             return Fix(f"annotate({annotations})", AGGREGATE_NOTE)
+        if isinstance(refinement, Refinement) and refinement.by_package:
+            return _refined_in_package(lookup, attribute, refinement.by_package)
         if isinstance(refinement, Refinement):
             return _prefetch_object(lookup, attribute, relation, refinement)
         if all(step_kind == "single" for _, step_kind in path):
@@ -95,6 +98,8 @@ def fix_for(
         return Fix(f'prefetch_related("{lookup}")', fetch_peers_note(path))
     if form_choices:
         return Fix(None, FORM_CHOICES_NOTE)
+    if not_own_loop and kind in ("insert", "update", "delete"):
+        return Fix(None, TEMPLATE_WRITE_NOTE)
     if same_params and kind in ("select", "with"):
         return Fix(None, SAME_QUERY_NOTE)
     if kind in ("select", "with"):
@@ -199,6 +204,8 @@ class Refinement:
     select_related: tuple[str, ...] = ()
     sliced: tuple[int, int | None] | None = None
     values: bool = False
+    #: The installed package whose code refined it (not the project's).
+    by_package: str | None = None
 
     def chain(self) -> str:
         """The queryset methods, as code (``.filter(title__startswith=...)``)."""
@@ -244,6 +251,29 @@ def _prefetch_object(
         note,
     )
 
+
+def _refined_in_package(lookup: str, attribute: str, package: str) -> Fix:
+    if package == "wagtail" and attribute == "renditions":
+        # Wagtail looks for renditions among the prefetched ones first.
+        return Fix(f'prefetch_related("{lookup}")', WAGTAIL_RENDITIONS_NOTE)
+    return Fix(None, PACKAGE_REFINED_NOTE.format(package=package, lookup=lookup))
+
+
+WAGTAIL_RENDITIONS_NOTE = (
+    "Wagtail's image tags look up each rendition with a filter; they read prefetched "
+    "renditions first, so prefetching them with the objects serves every lookup "
+    "(for Image querysets, Wagtail's prefetch_renditions() does the same)."
+)
+PACKAGE_REFINED_NOTE = (
+    "The per-object query is refined inside {package}'s own code, which a "
+    'Prefetch(to_attr=...) cannot reach. No fix from the project is known: prefetch_related("{lookup}") '
+    "helps only if {package} reads prefetched objects; check its documentation."
+)
+TEMPLATE_WRITE_NOTE = (
+    "Rows written one by one by code the project does not loop over itself: a template "
+    "tag or an installed package (filling a cache table, say). No bulk_create() can be "
+    "pasted there; if it repeats on every request, the rows are not being reused."
+)
 
 REFINED_NOTE = (
     "The loop refines {attribute} per object (filter, order, slice or select_related), "

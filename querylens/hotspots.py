@@ -80,10 +80,17 @@ class Hotspot:
     allowed: str | None = None
     #: The longest single query of this shape, in ms (slow-query hotspots).
     max_ms: float = 0.0
+    #: The installed package whose code ran it, when no project code did.
+    package: str | None = None
     _relations: Counter[str] = field(default_factory=Counter, repr=False)
     _suggestions: Counter[str] = field(default_factory=Counter, repr=False)
     _views: Counter[str] = field(default_factory=Counter, repr=False)
     _paths: Counter[str] = field(default_factory=Counter, repr=False)
+
+    @property
+    def in_project(self) -> bool:
+        """Whether the project's code (a line, a template, a declaration) is its call site."""
+        return self.callsite is not None
 
     @property
     def avg_ms(self) -> float:
@@ -153,6 +160,7 @@ class Hotspot:
             "relation": self.relation,
             "suggestion": self.suggestion,
             "allowed": self.allowed,
+            "package": self.package,
             "sample_sql": self.sample_sql,
             "occurrences": self.occurrences,
             "requests": self.requests,
@@ -207,8 +215,25 @@ class HotspotReport:
 
     @property
     def ranking(self) -> list[Hotspot]:
-        """N+1 and duplicate hotspots together, by time a fix would save."""
-        return _ranked([*self.n_plus_one, *self.duplicates])
+        """N+1 and duplicate hotspots together, by time a fix would save.
+
+        The project's own first: what runs inside installed packages (no
+        call site in the project) comes after, however slow.
+        """
+        spots = [*self.n_plus_one, *self.duplicates]
+        return _ranked([s for s in spots if s.in_project]) + _ranked(
+            [s for s in spots if not s.in_project]
+        )
+
+    @property
+    def project_n_plus_one(self) -> list[Hotspot]:
+        """N+1 hotspots with a call site in the project's code."""
+        return [spot for spot in self.n_plus_one if spot.in_project]
+
+    @property
+    def package_n_plus_one(self) -> list[Hotspot]:
+        """N+1 hotspots that ran inside installed packages."""
+        return [spot for spot in self.n_plus_one if not spot.in_project]
 
     @property
     def saved_ms(self) -> float:
@@ -223,7 +248,7 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
     would inflate the ranking. Repeated transaction statements (``BEGIN``,
     ``COMMIT``) are left out too.
     """
-    n_plus_one: dict[tuple[str, CallSite | None], Hotspot] = {}
+    n_plus_one: dict[tuple[str, CallSite | None, str | None], Hotspot] = {}
     duplicates: dict[tuple[str, CallSite | None], Hotspot] = {}
     slow: dict[str, Hotspot] = {}
     request_count = 0
@@ -238,8 +263,13 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
         for group in record.n_plus_one:
             in_n_plus_one.update(group.query_indexes)
             spot = n_plus_one.setdefault(
-                (group.fingerprint, group.callsite),
-                Hotspot(kind="n_plus_one", fingerprint=group.fingerprint, callsite=group.callsite),
+                (group.fingerprint, group.callsite, group.package),
+                Hotspot(
+                    kind="n_plus_one",
+                    fingerprint=group.fingerprint,
+                    callsite=group.callsite,
+                    package=group.package,
+                ),
             )
             spot._add(
                 record,
@@ -258,7 +288,13 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
             if is_transaction_control(dup.sql):
                 # Two BEGINs in a request are bookkeeping, not a query to cache.
                 continue
-            members = [by_index[i] for i in dup.query_indexes if i in by_index]
+            # Members an N+1 group holds are counted there: each query's
+            # time once across the rankings.
+            members = [
+                by_index[i] for i in dup.query_indexes if i in by_index and i not in in_n_plus_one
+            ]
+            if len(members) < 2 and len(members) < len(dup.query_indexes):
+                continue
             callsite = members[0].callsite if members else None
             spot = duplicates.setdefault(
                 (dup.fingerprint, callsite),
@@ -266,7 +302,7 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
             )
             spot._add(
                 record,
-                count=dup.count,
+                count=len(members) if members else dup.count,
                 total_ms=sum(query.duration_ms for query in members),
                 sample_sql=dup.sql,
                 relation=_most_common(Counter(q.relation for q in members if q.relation)),

@@ -137,6 +137,9 @@ class NPlusOneGroup:
     allowed: str | None = None
     #: What helps when no one-line fix does (a walk up a tree).
     note: str | None = None
+    #: For a group no project code ran: the installed package whose code
+    #: did (``wagtail``, ``django``), else None.
+    package: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +153,7 @@ class NPlusOneGroup:
             "query_indexes": list(self.query_indexes),
             "allowed": self.allowed,
             "note": self.note,
+            "package": self.package,
         }
 
     @classmethod
@@ -165,6 +169,7 @@ class NPlusOneGroup:
             query_indexes=[int(i) for i in data.get("query_indexes") or []],
             allowed=data.get("allowed"),
             note=data.get("note"),
+            package=data.get("package"),
         )
 
 

@@ -21,12 +21,20 @@ A tag also records the *path* from the root queryset to the relation
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-from querylens.capture import Recorder, Segment, current_recorder, report_internal_error
+from querylens.capture import (
+    Recorder,
+    Segment,
+    calling_package,
+    current_recorder,
+    report_internal_error,
+)
 from querylens.fixes import DeferredLoad, Refinement
 
 SINGLE = "single"
@@ -224,9 +232,37 @@ def _tag(queryset: Any, instance: Any, attribute: str, kind: str) -> None:
     """
     try:
         query = queryset.query
-        query.__dict__[_QUERY_TAG] = (weakref.ref(instance), attribute, kind, _shape(query))
+        query.__dict__[_QUERY_TAG] = _Tag(weakref.ref(instance), attribute, kind, _shape(query))
     except Exception:
         report_internal_error("tagging a related manager's queryset")
+
+
+class _Tag(tuple):  # type: ignore[type-arg]
+    """A related manager's tag, kept in its query's ``__dict__``.
+
+    Querysets get pickled (Django's cache framework, a CMS caching objects
+    with their prefetched relations): the tag holds a weak reference, which
+    cannot be, so it pickles to None (an unpickled query has no recording to
+    name anyway) and copies as itself.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *parts: Any) -> _Tag:
+        return super().__new__(cls, parts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_no_tag, ())
+
+    def __copy__(self) -> _Tag:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Tag:
+        return self
+
+
+def _no_tag() -> None:
+    return None
 
 
 def _tagged_execute_sql(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -260,12 +296,15 @@ def _name_manager_query(
     if instance is None:
         return
     path, weak_via = origin(recorder, instance)
+    refinement = refinement_of(query, shape)
+    if refinement is not None:
+        # Refined by a package's own code, a Prefetch(to_attr=...) would
+        # never be read: the fix differs (querylens.fixes).
+        package = calling_package(sys._getframe(2))
+        if package is not None:
+            refinement = dataclasses.replace(refinement, by_package=package)
     recorder.tag_since(
-        mark,
-        label_of(instance, attribute),
-        (*path, (attribute, kind)),
-        weak_via,
-        refinement_of(query, shape),
+        mark, label_of(instance, attribute), (*path, (attribute, kind)), weak_via, refinement
     )
 
 

@@ -9,6 +9,7 @@ are filled the way a user would.
 
 from __future__ import annotations
 
+import pickle
 import re
 import sys
 from typing import Any
@@ -460,3 +461,26 @@ def test_on_django_61_fetch_peers_is_not_offered_for_a_related_manager() -> None
     group = only_group(result)
     assert group.suggestion == 'prefetch_related("books")'
     assert group.note is None
+
+
+# -- the tags querylens leaves on querysets never get in the way -------------------
+
+
+def test_querysets_and_objects_pickle_while_recorded() -> None:
+    from django.core.cache import cache
+
+    with recorded() as result:
+        authors = list(Author.objects.order_by("pk").prefetch_related("books"))
+        refined = authors[0].books.filter(title__endswith=".0")
+        # Django's cache pickles what it is given: objects with their
+        # prefetched relations, and querysets (evaluated or not).
+        cache.set("authors", authors)
+        cache.set("refined", refined)
+        restored = pickle.loads(pickle.dumps(refined))
+        titles = [book.title for book in restored]
+    assert titles == [book.title for book in refined]
+    assert [a.books.all()[0].pk for a in cache.get("authors")] == [
+        a.books.all()[0].pk for a in authors
+    ]
+    assert list(cache.get("refined")) == list(refined)
+    assert result.record.query_count >= 2

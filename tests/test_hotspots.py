@@ -172,6 +172,44 @@ def test_duplicates_inside_an_n_plus_one_are_not_counted_twice() -> None:
     assert record.duplicates_in_n_plus_one() == {1: 1}
 
 
+def test_a_duplicate_partly_inside_an_n_plus_one_counts_only_its_own_queries() -> None:
+    # Queries 1-3: the N+1 from the loop. Query 0 (same SQL, same params as
+    # query 1) and query 5 (same as query 2) ran elsewhere: those two are
+    # duplicates of their own; the loop's queries are counted in the N+1.
+    queries = [
+        q(0, 2.0, site=OTHER),
+        *[q(i, 1.0) for i in range(1, 4)],
+        q(4),
+        q(5, 4.0, site=OTHER),
+    ]
+    twice = DuplicateGroup(fingerprint="fp-author", count=2, sql=SQL, query_indexes=[0, 1])
+    thrice = DuplicateGroup(fingerprint="fp-author", count=3, sql=SQL, query_indexes=[0, 2, 5])
+    record = rec(
+        "r1-aaaaaa", 0, queries=queries, duplicates=[twice, thrice], n_plus_one=[n1(3, 3.0)]
+    )
+    report = build_report([record])
+    # "twice" keeps one query outside the N+1: nothing left to cache.
+    [spot] = report.duplicates
+    assert (spot.occurrences, spot.total_ms) == (2, 6.0)  # queries 0 and 5 only
+    [loop] = report.n_plus_one
+    assert loop.total_ms == 3.0
+    # Each query's time once across the rankings.
+    assert spot.total_ms + loop.total_ms == sum(
+        query.duration_ms for query in queries if query.index != 4
+    )
+
+
+def test_project_hotspots_rank_before_those_inside_packages() -> None:
+    inside = dataclasses.replace(n1(9, 90.0, fp="fp-cms", site=None), package="wagtail")
+    own = n1(2, 4.0)
+    report = build_report([rec("r1-aaaaaa", 0, n_plus_one=[inside, own])])
+    assert [spot.fingerprint for spot in report.ranking] == ["fp-author", "fp-cms"]
+    assert [spot.fingerprint for spot in report.project_n_plus_one] == ["fp-author"]
+    [package] = report.package_n_plus_one
+    assert package.package == "wagtail"
+    assert report.to_dict()["n_plus_one"][0]["package"] == "wagtail"  # ranked by time in JSON
+
+
 def test_repeated_transaction_statements_are_not_hotspots() -> None:
     begins = [dataclasses.replace(q(i, 1.0), sql="BEGIN") for i in range(2)]
     dup = DuplicateGroup(fingerprint="fp-begin", count=2, sql="BEGIN", query_indexes=[0, 1])

@@ -311,6 +311,36 @@ def test_hotspots_rank_the_n_plus_ones_with_their_fix(
 
 
 @pytest.mark.django_db
+def test_hotspots_show_the_projects_n_plus_ones_apart_from_the_packages(
+    library: list[Book], staff_client: Client
+) -> None:
+    import dataclasses
+
+    from querylens.storage import get_storage
+    from tests.helpers import latest_record
+
+    Client().get("/fk_loop/")
+    own = latest_record()
+    # The same request as if a CMS's own code had run a loop too.
+    inside = dataclasses.replace(
+        own.n_plus_one[0], fingerprint="fp-cms", callsite=None, package="wagtail", total_ms=99.0
+    )
+    get_storage().add(
+        dataclasses.replace(own, id="cms-request-1", n_plus_one=[*own.n_plus_one, inside])
+    )
+    html = staff_client.get(HOTSPOTS).content.decode()
+    project = html[html.index('id="n-plus-one"') : html.index('id="n-plus-one-packages"')]
+    packages = html[html.index('id="n-plus-one-packages"') : html.index('id="duplicates"')]
+    assert "tests.Book.author" in project
+    assert "inside wagtail" not in project
+    assert "inside wagtail" in packages
+    assert f"tests/views.py:{line_of('fk_loop')}" not in packages
+    # Ranked lower although it wastes more time: the first bar is the project's.
+    chart = html[html.index('<svg class="ql-chart"') :]
+    assert f"1. tests.Book.author at tests/views.py:{line_of('fk_loop')}" in chart
+
+
+@pytest.mark.django_db
 def test_hotspots_links_open_the_worst_request_at_its_first_query(
     library: list[Book], staff_client: Client
 ) -> None:
