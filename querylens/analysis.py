@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import os
+import re
 import sys
 import sysconfig
 import uuid
@@ -126,11 +127,12 @@ def n_plus_one_groups(
     groups = []
     for indexes in repeated:
         first = raw[indexes[0]]
-        relation, path, weak_via = _relation_of(raw, indexes)
+        relation, path, weak_via, root = _relation_of(raw, indexes)
         if weak_via is not None and weak_via not in relations:
             # The path guessed a parent loop that is not an N+1 here (it was
             # a select_related, say): suggest the last step alone.
             path = path[-1:]
+            root = relation.rsplit(".", 1)[0] if relation else None
         if _walks_up(raw, indexes):
             fix = Fix(None, WALK_NOTE)
         else:
@@ -163,6 +165,7 @@ def n_plus_one_groups(
                 query_indexes=indexes,
                 note=fix.note,
                 package=package_of(first) if callsite is None else None,
+                source_query=source_query(raw, indexes, root),
             )
         )
     return groups
@@ -236,14 +239,38 @@ def _walks_up(raw: Sequence[RawQuery], indexes: Sequence[int]) -> bool:
 
 def _relation_of(
     raw: Sequence[RawQuery], indexes: Sequence[int]
-) -> tuple[str | None, tuple[Segment, ...], str | None]:
-    """The most common relation among a group's queries."""
+) -> tuple[str | None, tuple[Segment, ...], str | None, str | None]:
+    """The most common relation among a group's queries, its path and root model."""
     tagged = [raw[i] for i in indexes if raw[i].relation is not None]
     if not tagged:
-        return None, (), None
+        return None, (), None, None
     relation, _ = Counter(q.relation for q in tagged).most_common(1)[0]
     first = next(q for q in tagged if q.relation == relation)
-    return relation, first.path, first.weak_via
+    return relation, first.path, first.weak_via, first.root
+
+
+def source_query(raw: Sequence[RawQuery], indexes: Sequence[int], root: str | None) -> int | None:
+    """The query that loaded the objects the group loops over, if it can be told.
+
+    The latest query before the group's first one that reads the root
+    model's table: where the queryset to fix ran (a template's for loop, a
+    view's list()), whoever built it.
+    """
+    if root is None or not indexes:
+        return None
+    try:
+        from django.apps import apps
+
+        table = apps.get_model(root)._meta.db_table
+    except (LookupError, ValueError):
+        return None
+    reads = re.compile(rf"\bFROM\s+[`\"]?{re.escape(table)}[`\"]?(?:\s|$)", re.IGNORECASE)
+    members = set(indexes)
+    for index in range(indexes[0] - 1, -1, -1):
+        query = raw[index]
+        if index not in members and not query.batch and reads.search(query.sql):
+            return index
+    return None
 
 
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})

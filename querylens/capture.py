@@ -117,6 +117,7 @@ class RawQuery:
         "path",
         "refinement",
         "relation",
+        "root",
         "sql",
         "stack",
         "start",
@@ -151,6 +152,8 @@ class RawQuery:
         #: How the per-object queryset refined the relation (a filter, a
         #: slice): ``querylens.fixes.Refinement``, or None.
         self.refinement: Any = None
+        #: Label of the model the relation path starts from (``shop.Book``).
+        self.root: str | None = None
         #: For a query no user code ran (empty ``stack``): the library code
         #: path that ran it, so two library lines never look like one loop.
         self.library_path: tuple[RawFrame, ...] = ()
@@ -248,6 +251,7 @@ class Recorder:
         path: tuple[Segment, ...],
         weak_via: str | None,
         refinement: Any = None,
+        root: str | None = None,
     ) -> bool:
         """Attribute the queries stored since ``mark`` to a relation.
 
@@ -263,6 +267,7 @@ class Recorder:
                 query.path = path
                 query.weak_via = weak_via
                 query.refinement = refinement
+                query.root = root
         return True
 
 

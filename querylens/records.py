@@ -140,6 +140,9 @@ class NPlusOneGroup:
     #: For a group no project code ran: the installed package whose code
     #: did (``wagtail``, ``django``), else None.
     package: str | None = None
+    #: Index of the query that loaded the objects the group loops over
+    #: (the queryset to paste the fix on), when it can be told.
+    source_query: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +157,7 @@ class NPlusOneGroup:
             "allowed": self.allowed,
             "note": self.note,
             "package": self.package,
+            "source_query": self.source_query,
         }
 
     @classmethod
@@ -170,6 +174,7 @@ class NPlusOneGroup:
             allowed=data.get("allowed"),
             note=data.get("note"),
             package=data.get("package"),
+            source_query=data.get("source_query"),
         )
 
 

@@ -131,9 +131,11 @@ def _single_loader(
                     attribute, kind = describe(self)
                     # The object just loaded sits in the instance's cache now:
                     # it says nothing about how the instance was reached.
-                    path, weak_via = origin(recorder, instance, skip=attribute)
+                    path, weak_via, root = origin(recorder, instance, skip=attribute)
                     path = (*path, (attribute, kind))
-                    recorder.tag_since(mark, label_of(instance, attribute), path, weak_via)
+                    recorder.tag_since(
+                        mark, label_of(instance, attribute), path, weak_via, root=root
+                    )
                     if value is not None:
                         recorder.parents[id(value)] = (value, instance, attribute, kind)
                 except Exception:  # never let attribution break the user's code
@@ -170,13 +172,14 @@ def _name_deferred_load(
     present = instance.__dict__
     loaded = tuple(f.name for f in fields if f.attname in present and f.name != field.name)
     deferred = tuple(f.name for f in fields if f.attname not in present)
-    path, weak_via = origin(recorder, instance)
+    path, weak_via, root = origin(recorder, instance)
     recorder.tag_since(
         mark,
         label_of(instance, field.name),
         (*path, (field.name, DEFERRED)),
         weak_via,
         DeferredLoad(loaded=loaded, still_deferred=deferred),
+        root=root,
     )
 
 
@@ -295,7 +298,7 @@ def _name_manager_query(
     instance = reference()
     if instance is None:
         return
-    path, weak_via = origin(recorder, instance)
+    path, weak_via, root = origin(recorder, instance)
     refinement = refinement_of(query, shape)
     if refinement is not None:
         # Refined by a package's own code, a Prefetch(to_attr=...) would
@@ -304,7 +307,12 @@ def _name_manager_query(
         if package is not None:
             refinement = dataclasses.replace(refinement, by_package=package)
     recorder.tag_since(
-        mark, label_of(instance, attribute), (*path, (attribute, kind)), weak_via, refinement
+        mark,
+        label_of(instance, attribute),
+        (*path, (attribute, kind)),
+        weak_via,
+        refinement,
+        root=root,
     )
 
 
@@ -451,10 +459,11 @@ def _batch_loader(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def origin(
     recorder: Recorder, instance: Any, skip: str | None = None
-) -> tuple[tuple[Segment, ...], str | None]:
+) -> tuple[tuple[Segment, ...], str | None, str]:
     """The path from a root queryset to ``instance``.
 
-    Returns ``(path, weak_via)``. ``weak_via`` names a relation whose N+1
+    Returns ``(path, weak_via, root)``: ``root`` is the label of the model
+    the path starts from (``shop.Book``). ``weak_via`` names a relation whose N+1
     must be present in the same request for the path to be trusted: a book
     whose ``author`` is cached may come from ``author.books.all()`` (then
     ``shop.Author.books`` is an N+1 too) or from ``select_related("author")``.
@@ -480,7 +489,7 @@ def origin(
             weak_via = label_of(parent, attribute)
         current = parent
     path.reverse()
-    return tuple(path), weak_via
+    return tuple(path), weak_via, type(current)._meta.label
 
 
 def _reached_through(

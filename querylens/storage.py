@@ -517,6 +517,13 @@ def _fitted_json(data: dict[str, Any], max_bytes: int) -> str:
     )
     keep = bisect_right(list(needed), room)
     trimmed = _without_queries_after(data, keep)
+    # The estimate errs on the safe side by a few bytes ("truncated" at its
+    # largest, a comma per group's first index): one more may still fit.
+    while keep < len(queries):
+        bigger = _without_queries_after(data, keep + 1)
+        if _size(bigger) > max_bytes:
+            break
+        keep, trimmed = keep + 1, bigger
     if keep == 0 and _size(trimmed) > max_bytes:
         for group in (*trimmed["duplicates"], *trimmed["n_plus_one"]):
             for key in ("sql", "sample_sql"):

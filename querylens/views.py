@@ -153,6 +153,7 @@ def request_detail(request: HttpRequest, request_id: str) -> HttpResponse:
                     "number": number,
                     "group": group,
                     "repeats": repeats.get(number, 0),
+                    "source": _source(record, group.source_query),
                     **_group_links(group.query_indexes),
                 }
                 for number, group in enumerate(record.n_plus_one, start=1)
@@ -273,6 +274,16 @@ def _login_url() -> str:
         from django.conf import settings
 
         return str(settings.LOGIN_URL)
+
+
+def _source(record: RequestRecord, index: int | None) -> dict[str, Any] | None:
+    """The query that loaded a group's objects: its link and call site."""
+    if index is None:
+        return None
+    query = next((q for q in record.queries if q.index == index), None)
+    if query is None:
+        return None
+    return {"index": index, "page": index // QUERIES_PER_PAGE + 1, "callsite": query.callsite}
 
 
 def _group_links(indexes: list[int]) -> dict[str, Any]:

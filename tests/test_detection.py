@@ -140,6 +140,32 @@ def test_template_n_plus_one_points_at_the_template_line(client: Client) -> None
     assert group.suggestion == 'select_related("author")'
 
 
+def test_a_template_loop_names_the_query_that_loaded_its_objects(client: Client) -> None:
+    from tests.helpers import querylens_staff
+
+    record = fetch(client, "template_fk")
+    group = only_group(record)
+    # The books came from the query the template's {% for %} ran (line 2);
+    # that is the queryset the fix goes on.
+    assert group.source_query == 0
+    source = record.queries[0]
+    assert "tests_book" in source.sql
+    assert (source.callsite.file, source.callsite.line) == ("tests/books.html", 2)
+    staff = Client()
+    staff.force_login(querylens_staff("staff"))
+    page = staff.get(f"/admin/querylens/requests/{record.id}/").content.decode()
+    shown = page[page.index("Objects loaded by") :][:400]
+    assert '<a href="?page=1#q-0">query #0</a>' in shown
+    assert "tests/books.html:2" in shown
+
+
+def test_a_view_loop_names_its_queryset_line_too(client: Client) -> None:
+    record = fetch(client, "fk_loop")
+    group = only_group(record)
+    assert group.source_query == 0
+    assert record.queries[0].callsite.file == VIEWS_FILE
+
+
 def test_same_sql_from_different_lines_is_a_duplicate_not_an_n_plus_one(client: Client) -> None:
     record = fetch(client, "duplicates")
     assert record.n_plus_one == []
