@@ -158,3 +158,69 @@ def test_inline_choice_fields_are_the_same_query_again_with_the_admin_fix(
     assert fixed.query_count == record.query_count - forms + 1
     # The page shows the same choices.
     assert fixed_response.content.count(b"<option") == response.content.count(b"<option")
+
+
+def test_a_nullable_key_the_changelist_does_not_join_gets_list_select_related(
+    admin_user_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.contrib import admin
+
+    from tests.models import Author
+
+    author_admin = admin.site._registry[Author]
+    # With list_select_related left False, the changelist joins the foreign
+    # keys of list_display with select_related(), which skips nullable ones.
+    monkeypatch.setattr(author_admin, "list_display", ("name", "publisher"))
+    assert author_admin.list_select_related is False
+    admin_user_client.get("/admin/tests/author/")
+    record = latest_record()
+    (group,) = record.n_plus_one
+    assert group.relation == "tests.Author.publisher"
+    assert group.callsite is not None
+    assert group.callsite.function == "AuthorAdmin.list_display"
+    assert group.suggestion == 'list_select_related = ("publisher",)'
+    monkeypatch.setattr(author_admin, "list_select_related", pasted_tuple(group.suggestion))
+    admin_user_client.get("/admin/tests/author/")
+    fixed = latest_record()
+    assert fixed.n_plus_one == []
+    assert fixed.query_count < record.query_count
+
+
+def book_titles(author):  # type: ignore[no-untyped-def]
+    return ", ".join(book.title for book in author.books.all())  # line: admin method
+
+
+def test_a_reverse_relation_in_list_display_gets_get_queryset_with_the_prefetch(
+    admin_user_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from django.contrib import admin
+
+    from tests.models import Author
+
+    author_admin = admin.site._registry[Author]
+    monkeypatch.setattr(author_admin, "list_display", ("name", book_titles))
+    admin_user_client.get("/admin/tests/author/")
+    record = latest_record()
+    (group,) = record.n_plus_one
+    assert group.relation == "tests.Author.books"
+    # The project's own function is the call site; the fix is the admin's.
+    assert group.callsite is not None
+    assert group.callsite.line == line_of("admin method", sys.modules[__name__])
+    assert group.suggestion == (
+        "def get_queryset(self, request): return "
+        'super().get_queryset(request).prefetch_related("books")'
+    )
+    # Pasted into the ModelAdmin, as written.
+    namespace: dict[str, object] = {}
+    exec(
+        f"class Fixed(type(author_admin)):\n    {group.suggestion}\n",
+        {**vars(admin), "type": type, "author_admin": author_admin},
+        namespace,
+    )
+    monkeypatch.setattr(author_admin, "__class__", namespace["Fixed"])
+    admin_user_client.get("/admin/tests/author/")
+    fixed = latest_record()
+    assert fixed.n_plus_one == []
+    assert fixed.query_count == record.query_count - group.count + 1
