@@ -52,7 +52,7 @@ class QueryLensMiddleware:
         finally:
             lifecycle.stop(recording)
         user = loaded_user(request) if self._needs_user() else None
-        if getattr(response, "streaming", False) and recording.owner:
+        if getattr(response, "streaming", False):
             return self._follow_stream(request, response, recording, user)  # type: ignore[arg-type]
         return self._finish(request, response, recording, user)  # type: ignore[arg-type]
 
@@ -65,7 +65,7 @@ class QueryLensMiddleware:
         finally:
             lifecycle.stop(recording)
         user = loaded_user(request) if self._needs_user() else None
-        if getattr(response, "streaming", False) and recording.owner:
+        if getattr(response, "streaming", False):
             return self._follow_stream(request, response, recording, user)
         if _stores_in_memory():
             return self._finish(request, response, recording, user)

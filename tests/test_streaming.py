@@ -87,3 +87,16 @@ async def test_an_async_stream_shows_its_n_plus_one() -> None:
         VIEWS_FILE,
         line_of("async stream row"),
     )
+
+
+def test_a_stream_inside_a_recorded_block_is_followed_too(client: Client) -> None:
+    from querylens.testing import recorded
+
+    with recorded() as outer:
+        response = client.get("/streamed_csv/")
+        b"".join(response.streaming_content)
+    record = stored(response["X-QueryLens-Request"])
+    assert record.query_count == 7
+    assert [group.relation for group in record.n_plus_one] == ["tests.Book.author"]
+    # The test's own recording saw the same queries, once each.
+    assert outer.record.query_count == 7
