@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 
+import django
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -160,6 +161,9 @@ def test_inline_choice_fields_are_the_same_query_again_with_the_admin_fix(
     assert fixed_response.content.count(b"<option") == response.content.count(b"<option")
 
 
+@pytest.mark.skipif(
+    django.VERSION >= (6, 1), reason="Django 6.1's changelist joins nullable keys of list_display"
+)
 def test_a_nullable_key_the_changelist_does_not_join_gets_list_select_related(
     admin_user_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,6 +188,22 @@ def test_a_nullable_key_the_changelist_does_not_join_gets_list_select_related(
     fixed = latest_record()
     assert fixed.n_plus_one == []
     assert fixed.query_count < record.query_count
+
+
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="Django 6.1 changed the changelist's join")
+def test_a_nullable_key_in_list_display_is_joined_on_django_61_and_no_n_plus_one(
+    admin_user_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.contrib import admin
+
+    from tests.models import Author
+
+    monkeypatch.setattr(admin.site._registry[Author], "list_display", ("name", "publisher"))
+    admin_user_client.get("/admin/tests/author/")
+    record = latest_record()
+    assert record.n_plus_one == []
+    # The publishers came with the authors, in the changelist's own query.
+    assert any("JOIN" in query.sql and "tests_publisher" in query.sql for query in record.queries)
 
 
 def book_titles(author):  # type: ignore[no-untyped-def]
