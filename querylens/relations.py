@@ -1,22 +1,31 @@
 """Which ``Model.attribute`` caused a lazy load.
 
-Installed once from ``AppConfig.ready()``. Three kinds of hooks:
+Installed once from ``AppConfig.ready()``. The hooks:
 
 * Descriptors that load one object (forward foreign key and one-to-one,
-  reverse one-to-one, generic foreign key) are wrapped: queries run while the
-  descriptor fetches are tagged with the relation.
+  reverse one-to-one, generic foreign key) and deferred fields
+  (``DeferredAttribute``, reached only for a field ``only()``/``defer()``
+  left out) are wrapped: queries run while they fetch are tagged with the
+  relation or field.
 * Related managers (reverse foreign key, many-to-many, generic relation) hand
-  out a queryset that runs later, so the queryset's ``Query`` carries the tag
+  out a queryset that runs later, so the queryset's ``Query`` carries a tag
   (it survives ``.filter()`` and friends, which copy the query's ``__dict__``)
-  and ``SQLCompiler.execute_sql`` tags what it runs.
+  and ``SQLCompiler.execute_sql`` names what it runs, telling the relation
+  itself from a refinement of it (a filter, a slice: a plain prefetch cannot
+  serve those). Prefetched querysets and ``Prefetch(queryset=...)`` results
+  are tagged too.
 * ``prefetch_related_objects`` is wrapped: what it runs is a batch load,
   never an N+1 (a chunked ``iterator()`` prefetch repeats it by design).
+* ``select_related``'s populators, while recording, leave a trail from each
+  joined object to its parent row, so a lazy load from a joined object
+  names the whole path (``author__profile``).
 
 Outside a recorded request each hook costs one ContextVar lookup.
 
 A tag also records the *path* from the root queryset to the relation
 (``books`` then ``publisher``), so a nested loop gets the nested fix
-(``prefetch_related("books__publisher")``).
+(``prefetch_related("books__publisher")``), and the root model, whose query
+loaded the objects (``source_query``).
 """
 
 from __future__ import annotations
