@@ -10,7 +10,6 @@ import decimal
 import os
 import re
 import sys
-import sysconfig
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -18,7 +17,15 @@ from typing import Any
 
 from querylens.allow import AllowRule
 from querylens.allow import mark as mark_allowed
-from querylens.capture import RawFrame, RawQuery, Recorder, Segment, code_objects
+from querylens.capture import (
+    PLUMBING,
+    RawFrame,
+    RawQuery,
+    Recorder,
+    Segment,
+    code_objects,
+    top_package,
+)
 from querylens.fingerprint import fingerprint, is_transaction_control
 from querylens.fixes import WALK_NOTE, Fix, Refinement, fix_for
 from querylens.frameworks import SERIALIZER_NOTE, AdminPage, serializer_site
@@ -171,13 +178,6 @@ def n_plus_one_groups(
     return groups
 
 
-#: Code that runs queries on everybody's behalf: never "the package" behind one.
-_PLUMBING = frozenset(
-    {"django", "querylens", "asgiref", "psycopg", "psycopg2", "MySQLdb", "pymysql", "sqlite3"}
-)
-_STDLIB = os.path.join(sysconfig.get_paths()["stdlib"], "")
-
-
 def package_of(query: RawQuery) -> str | None:
     """The installed package whose code ran a query no project code ran.
 
@@ -190,15 +190,10 @@ def package_of(query: RawQuery) -> str | None:
         code = code_objects.get(code_id) if isinstance(code_id, int) else None
         if code is None:
             continue
-        filename = os.path.abspath(code.co_filename)
-        if filename.startswith(_STDLIB) and "-packages" not in filename:
-            continue
-        top = relative_path(filename).replace(os.sep, "/").split("/", 1)[0]
-        top = top.removesuffix(".py")
-        if top in _PLUMBING:
+        top = top_package(code.co_filename)
+        if top in PLUMBING:
             seen_django = seen_django or top == "django"
-            continue
-        if top and not top.startswith("<"):
+        elif top is not None:
             return top
     return "django" if seen_django else None
 

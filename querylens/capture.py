@@ -614,12 +614,32 @@ _ORM = (os.path.join("django", "db", ""), os.path.join("querylens", ""))
 _TEMPLATE_ENGINE = os.path.join("django", "template", "")
 
 
+#: Code that runs queries on everybody's behalf: never "the package" behind one.
+PLUMBING = frozenset(
+    {"django", "querylens", "asgiref", "psycopg", "psycopg2", "MySQLdb", "pymysql", "sqlite3"}
+)
+_STDLIB = os.path.join(sysconfig.get_paths()["stdlib"], "")
+
+
+def top_package(filename: str) -> str | None:
+    """The top-level import name ``filename`` belongs to; None for the standard library."""
+    absolute = os.path.abspath(filename)
+    if absolute.startswith(_STDLIB) and "-packages" not in absolute:
+        return None
+    from querylens.analysis import relative_path
+
+    top = relative_path(absolute).replace(os.sep, "/").split("/", 1)[0].removesuffix(".py")
+    return top if top and not top.startswith("<") else None
+
+
 def calling_package(frame: FrameType | None) -> str | None:
     """The installed package whose code made the ORM call running now, or None.
 
-    Walks out of the ORM (and querylens); the first frame beyond it tells
-    who called: the project's code, or Django's template engine rendering a
-    project template (the project controls both), gives None.
+    Walks out of the ORM, querylens, asgiref's thread hand-over and the
+    standard library; the first frame beyond tells who called. The
+    project's code, or Django's template engine rendering a project
+    template (the project controls both), gives None; so does a worker
+    thread whose caller awaits it from elsewhere (``afirst()``).
     """
     while frame is not None:
         code = frame.f_code
@@ -630,10 +650,11 @@ def calling_package(frame: FrameType | None) -> str | None:
                 kind = _kind(code)
             if kind != _LIBRARY or _TEMPLATE_ENGINE in filename:
                 return None
-            from querylens.analysis import relative_path
-
-            top = relative_path(filename).replace(os.sep, "/").split("/", 1)[0]
-            return top.removesuffix(".py") or None
+            top = top_package(filename)
+            # Django's own code beyond the ORM and the template engine (the
+            # admin, say) is a package like any other here.
+            if top is not None and (top == "django" or top not in PLUMBING):
+                return top
         frame = frame.f_back
     return None
 

@@ -484,3 +484,24 @@ def test_querysets_and_objects_pickle_while_recorded() -> None:
     ]
     assert list(cache.get("refined")) == list(refined)
     assert result.record.query_count >= 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_afirst_per_parent_in_async_code_gets_the_sliced_prefetch() -> None:
+    with recorded() as result:
+        latest = [
+            await author.books.order_by("-id").afirst()  # line: afirst
+            async for author in Author.objects.order_by("pk")
+        ]
+    group = only_group(result)
+    assert group.relation == "tests.Author.books"
+    assert group.suggestion == (
+        'prefetch_related(Prefetch("books", queryset=Book.objects.order_by("-id")[:1], '
+        'to_attr="first_books"))'
+    )
+    at(group, "afirst")
+    with recorded() as fixed:
+        queryset = paste(Author.objects.order_by("pk"), group.suggestion)
+        pasted = [author.first_books[0] async for author in queryset]
+    assert pasted == latest
+    assert fixed.record.query_count == 2 < result.record.query_count
