@@ -104,12 +104,7 @@ class QueryLensMiddleware:
         try:
             if lifecycle.excluded_namespace(request):
                 return response
-            # The toolbar panel may have built it already (one record, one
-            # id); it stores it only when no middleware will.
-            record = lifecycle.finish_request(recording, request, response)
-            lifecycle.store(record)
-            if record.n_plus_one:
-                _log_n_plus_one(record)
+            record = _record_and_store(recording, request, response)
             if _headers_allowed(user):
                 add_headers(response, record)
         except Exception:
@@ -128,19 +123,30 @@ class QueryLensMiddleware:
             if lifecycle.excluded_namespace(request):
                 return response
 
-            def finish() -> None:
-                record = lifecycle.finish_request(recording, request, response)
-                lifecycle.store(record)
-                if record.n_plus_one:
-                    _log_n_plus_one(record)
-
-            record_stream(response, recording.recorder, finish)
+            record_stream(
+                response,
+                recording.recorder,
+                lambda: _record_and_store(recording, request, response),
+            )
             if _headers_allowed(user):
                 # The counts are not known before the body has run.
                 response["X-QueryLens-Request"] = recording.request_id
         except Exception:
             logger.exception("querylens failed while following the stream of %s", request.path)
         return response
+
+
+def _record_and_store(
+    recording: lifecycle.Recording, request: HttpRequest, response: HttpResponseBase
+) -> RequestRecord:
+    """Finish the request's record, keep it, log its N+1s."""
+    # The toolbar panel may have built it already (one record, one id); it
+    # stores it only when no middleware will.
+    record = lifecycle.finish_request(recording, request, response)
+    lifecycle.store(record)
+    if record.n_plus_one:
+        _log_n_plus_one(record)
+    return record
 
 
 def add_headers(response: HttpResponseBase, record: RequestRecord) -> None:

@@ -28,8 +28,8 @@ logger = logging.getLogger("querylens")
 class _Finisher:
     """Calls ``finish`` once, however many times the response is closed."""
 
-    def __init__(self, finish: Callable[[], None]) -> None:
-        self._finish: Callable[[], None] | None = finish
+    def __init__(self, finish: Callable[[], object]) -> None:
+        self._finish: Callable[[], object] | None = finish
 
     def close(self) -> None:
         finish, self._finish = self._finish, None
@@ -44,7 +44,7 @@ class RecordedStream(_Finisher):
     """The sync content of a streaming response, recorded chunk by chunk."""
 
     def __init__(
-        self, content: Iterator[Any], recorder: Recorder, finish: Callable[[], None]
+        self, content: Iterator[Any], recorder: Recorder, finish: Callable[[], object]
     ) -> None:
         super().__init__(finish)
         self._content = content
@@ -65,7 +65,7 @@ class AsyncRecordedStream(_Finisher):
     """The async content of a streaming response, recorded chunk by chunk."""
 
     def __init__(
-        self, content: AsyncIterator[Any], recorder: Recorder, finish: Callable[[], None]
+        self, content: AsyncIterator[Any], recorder: Recorder, finish: Callable[[], object]
     ) -> None:
         super().__init__(finish)
         self._content = content
@@ -82,7 +82,7 @@ class AsyncRecordedStream(_Finisher):
             capture.deactivate(token)
 
 
-def record_stream(response: Any, recorder: Recorder, finish: Callable[[], None]) -> None:
+def record_stream(response: Any, recorder: Recorder, finish: Callable[[], object]) -> None:
     """Make ``response``'s content run under ``recorder``; ``finish`` when it is closed."""
     content = response.streaming_content
     if getattr(response, "is_async", False):
