@@ -212,7 +212,11 @@ def _manager_factory(
 
         def tagged_get_queryset(self: Any) -> Any:
             queryset = get_queryset(self)
-            if current_recorder() is not None:
+            if current_recorder() is not None and (
+                # A prefetched queryset is the same object at every access:
+                # tagged once (by the prefetch itself, usually) is enough.
+                queryset._result_cache is None or queryset.query.__dict__.get(_QUERY_TAG) is None
+            ):
                 # Prefetched or not: a prefetched queryset refined per object
                 # (.filter(), .first()) queries again, and that is what the
                 # tag then names.
