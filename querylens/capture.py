@@ -235,6 +235,23 @@ class Recorder:
             if query is not None and len(self.queries) < self.max_queries:
                 self.queries.append(query)
 
+    def release(self, *, everything: bool = False) -> None:
+        """Drop the references to frames (and, with ``everything``, to objects) kept for the walk.
+
+        ``tails`` holds frames of the request's code, whose ``f_back`` chain
+        leads to the middleware's frame, which holds the recording and so
+        this recorder: a reference cycle that only the garbage collector
+        could free, with every query, frame and model instance of the
+        request inside. Released when the recording stops, everything goes
+        when the last reference does, and the collector has no part in it.
+        """
+        self.tails.clear()
+        if everything:
+            self.parents.clear()
+            self.streams.clear()
+            self.boundary = None
+            self.task = None
+
     def mark(self) -> tuple[int, int]:
         """Where the recorder stands now, for ``tag_since``."""
         return self.count, len(self.queries)

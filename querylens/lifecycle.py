@@ -173,6 +173,7 @@ def stop(recording: Recording) -> None:
         return
     if recording.scope is not None:
         recording.recorder.scopes.pop(id(recording.scope), None)
+    recording.recorder.release()
     if recording.owner and recording.token is not None:
         recording.recorder.boundary = None
         token, recording.token = recording.token, None
@@ -199,11 +200,31 @@ def finish(
     others get the same one (``reuse``), so the middleware and the toolbar
     panel report one request with one id.
     """
+    if reuse and recording.record is not None:
+        record = recording.record
+    else:
+        record = _build(recording, method, path, view, status, threshold, allow, admin)
+        if reuse:
+            recording.record = record
+    if recording.owner and recording.token is None:
+        # Stopped and analysed: nothing more will be attributed.
+        recording.recorder.release(everything=True)
+    return record
+
+
+def _build(
+    recording: Recording,
+    method: str,
+    path: str,
+    view: str | None,
+    status: int | None,
+    threshold: int | None,
+    allow: Sequence[AllowRule] | None,
+    admin: AdminPage | None,
+) -> RequestRecord:
     from querylens.analysis import build_record
 
-    if reuse and recording.record is not None:
-        return recording.record
-    record = build_record(
+    return build_record(
         _own_part(recording),
         request_id=recording.request_id,
         method=method,
@@ -217,9 +238,6 @@ def finish(
         allow=allow_rules.configured() if allow is None else allow,
         admin=admin,
     )
-    if reuse:
-        recording.record = record
-    return record
 
 
 def finish_request(recording: Recording, request: Any, response: Any) -> RequestRecord:

@@ -405,3 +405,40 @@ def test_queries_on_every_alias_are_recorded(client: Client, settings: Any) -> N
     (group,) = record.n_plus_one
     assert group.relation == "tests.Book.author"
     assert group.count == 6
+
+
+def test_a_finished_request_leaves_nothing_for_the_garbage_collector(
+    client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder, its frames and the request's objects go when the request does.
+
+    A reference cycle (frames kept for the call-site walk lead back to the
+    middleware's frame, which holds the recording) would keep every query
+    and model instance of the request until the next full collection: memory
+    and collector time paid by the whole process.
+    """
+    import gc
+    import weakref
+
+    from querylens import capture
+
+    made: list[weakref.ref[capture.Recorder]] = []
+    original = capture.Recorder.__init__
+
+    def remember(self: capture.Recorder, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(capture.Recorder, "__init__", remember)
+    settings.QUERYLENS = {"HEADERS": "always"}
+    client.get("/fk_loop/")  # warm: caches of the first request are not the point
+    made.clear()
+    gc.collect()
+    gc.disable()
+    try:
+        response = client.get("/fk_loop/")
+        assert response["X-QueryLens-NPlusOne"] == "1"
+        assert len(made) == 1
+        assert made[0]() is None, "the recorder outlived its request"
+    finally:
+        gc.enable()
