@@ -296,12 +296,50 @@ def current_recorder() -> Recorder | None:
     return _current.get()
 
 
+#: Recorders active now in this process (every thread and task), and what
+#: turns the relation hooks on and off (``querylens.relations``): they are in
+#: place only while at least one recording is active, so code outside any
+#: recording (a request left out by ``SAMPLE_RATE``, a management command)
+#: runs Django's own descriptors, not ours.
+_active = 0
+_active_lock = threading.Lock()
+_switches: list[Callable[[bool], None]] = []
+
+
+def on_activity(switch: Callable[[bool], None]) -> None:
+    """Call ``switch(True)`` when recording starts in this process, ``switch(False)`` when none is left."""
+    with _active_lock:
+        _switches.append(switch)
+        if _active:
+            switch(True)
+
+
+def _count_activity(change: int) -> None:
+    global _active
+    with _active_lock:
+        before = _active
+        _active = max(0, before + change)
+        if (before == 0) != (_active == 0):
+            for switch in _switches:
+                switch(_active > 0)
+
+
+def recording_anywhere() -> bool:
+    """Whether a recorder is active in any thread or task of this process."""
+    return _active > 0
+
+
 def activate(recorder: Recorder) -> Token[Recorder | None]:
-    return _current.set(recorder)
+    token = _current.set(recorder)
+    _count_activity(+1)
+    return token
 
 
 def deactivate(token: Token[Recorder | None]) -> None:
-    _current.reset(token)
+    try:
+        _current.reset(token)
+    finally:
+        _count_activity(-1)
 
 
 @contextmanager

@@ -20,7 +20,10 @@ Installed once from ``AppConfig.ready()``. The hooks:
   joined object to its parent row, so a lazy load from a joined object
   names the whole path (``author__profile``).
 
-Outside a recorded request each hook costs one ContextVar lookup.
+The hooks are in place only while a recording is active somewhere in the
+process (``capture.on_activity``): outside recordings Django's own
+descriptors run, at no cost. During one, a thread that is not recording
+pays one ContextVar lookup per hook.
 
 A tag also records the *path* from the root queryset to the relation
 (``books`` then ``publisher``), so a nested loop gets the nested fix
@@ -33,10 +36,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+from querylens import capture
 from querylens.capture import (
     Recorder,
     Segment,
@@ -55,8 +60,57 @@ _QUERY_TAG = "_querylens_relation"
 _installed = False
 
 
+class _Patch:
+    """One attribute of Django's replaced by a hook while a recording is active."""
+
+    __slots__ = ("hook", "inherited", "name", "original", "owner")
+
+    def __init__(self, owner: Any, name: str, hook: Callable[..., Any]) -> None:
+        self.owner = owner
+        self.name = name
+        self.original = getattr(owner, name)
+        #: Not in the owner's own ``__dict__`` (a method of a base class):
+        #: put back by deleting the hook, not by copying the base's method.
+        self.inherited = isinstance(owner, type) and name not in owner.__dict__
+        self.hook = hook
+
+    def apply(self, on: bool) -> None:
+        if on:
+            setattr(self.owner, self.name, self.hook)
+        elif self.inherited:
+            if self.owner.__dict__.get(self.name) is self.hook:
+                delattr(self.owner, self.name)
+        else:
+            setattr(self.owner, self.name, self.original)
+
+
+#: Every hook, applied while a recording is active anywhere in the process
+#: and removed when none is: outside recordings Django's own code runs, at
+#: no cost (``capture.on_activity``).
+_patches: list[_Patch] = []
+_patches_lock = threading.Lock()
+_hooks_on = False
+
+
+def _switch(on: bool) -> None:
+    global _hooks_on
+    with _patches_lock:
+        _hooks_on = on
+        for patch in _patches:
+            patch.apply(on)
+
+
+def _add_patch(owner: Any, name: str, make_hook: Callable[[Any], Callable[..., Any]]) -> None:
+    """Register a hook made from the original attribute; applied at once if recording."""
+    with _patches_lock:
+        patch = _Patch(owner, name, make_hook(getattr(owner, name)))
+        _patches.append(patch)
+        if _hooks_on:
+            patch.apply(True)
+
+
 def install() -> None:
-    """Install the hooks (idempotent)."""
+    """Prepare the hooks (idempotent); they are applied only while recording."""
     global _installed
     if _installed:
         return
@@ -65,12 +119,19 @@ def install() -> None:
     from django.db.models.fields import related_descriptors as rd
     from django.db.models.sql.compiler import SQLCompiler
 
-    rd.ForwardManyToOneDescriptor.__get__ = _single_loader(  # type: ignore[method-assign]
-        rd.ForwardManyToOneDescriptor.__get__, lambda d: (d.field.name, SINGLE)
+    _add_patch(
+        rd.ForwardManyToOneDescriptor,
+        "__get__",
+        lambda original: _single_loader(original, lambda d: (d.field.name, SINGLE)),
     )
-    rd.ReverseOneToOneDescriptor.__get__ = _single_loader(  # type: ignore[method-assign]
-        rd.ReverseOneToOneDescriptor.__get__, lambda d: (d.related.accessor_name, SINGLE)
+    _add_patch(
+        rd.ReverseOneToOneDescriptor,
+        "__get__",
+        lambda original: _single_loader(original, lambda d: (d.related.accessor_name, SINGLE)),
     )
+    # Related manager classes are made once per relation, whenever first
+    # used (recording or not) and cached by Django: the factories stay
+    # wrapped, and each class they make gets hooks of its own (_add_patch).
     rd.create_reverse_many_to_one_manager = _manager_factory(
         rd.create_reverse_many_to_one_manager,
         lambda superclass, rel: rel.accessor_name,
@@ -79,20 +140,18 @@ def install() -> None:
         rd.create_forward_many_to_many_manager,
         lambda superclass, rel, reverse: rel.accessor_name if reverse else rel.field.name,
     )
-    SQLCompiler.execute_sql = _tagged_execute_sql(SQLCompiler.execute_sql)  # type: ignore[method-assign]
+    _add_patch(SQLCompiler, "execute_sql", _tagged_execute_sql)
     from django.db.models import query as query_module
 
     # Looked up in the module at each call by QuerySet._prefetch_related_objects.
-    query_module.prefetch_related_objects = _batch_loader(query_module.prefetch_related_objects)
-    query_module.RelatedPopulator.__init__ = _recording_populator(  # type: ignore[method-assign]
-        query_module.RelatedPopulator.__init__
-    )
+    _add_patch(query_module, "prefetch_related_objects", _batch_loader)
+    _add_patch(query_module.RelatedPopulator, "__init__", _recording_populator)
 
     from django.db.models.query_utils import DeferredAttribute
 
     # Called only for a field missing from the instance (deferred by only()
     # or defer()): loaded fields are found in the instance's __dict__ first.
-    DeferredAttribute.__get__ = _deferred_loader(DeferredAttribute.__get__)  # type: ignore[method-assign]
+    _add_patch(DeferredAttribute, "__get__", _deferred_loader)
 
     from django.apps import apps
 
@@ -101,17 +160,22 @@ def install() -> None:
 
         descriptor = getattr(ct, "GenericForeignKeyDescriptor", None)
         if descriptor is not None:  # Django 6.0+: a descriptor class of its own
-            descriptor.__get__ = _single_loader(
-                descriptor.__get__, lambda d: (d.field.name, GENERIC)
+            _add_patch(
+                descriptor,
+                "__get__",
+                lambda original: _single_loader(original, lambda d: (d.field.name, GENERIC)),
             )
         else:  # Django 5.2: the field is its own descriptor
-            ct.GenericForeignKey.__get__ = _single_loader(  # type: ignore[method-assign]
-                ct.GenericForeignKey.__get__, lambda d: (d.name, GENERIC)
+            _add_patch(
+                ct.GenericForeignKey,
+                "__get__",
+                lambda original: _single_loader(original, lambda d: (d.name, GENERIC)),
             )
         ct.create_generic_related_manager = _manager_factory(
             ct.create_generic_related_manager,
             lambda superclass, rel: rel.field.name,
         )
+    capture.on_activity(_switch)
 
 
 def label_of(instance: Any, attribute: str) -> str:
@@ -231,9 +295,11 @@ def _manager_factory(
                 _tag(queryset, self.instance, attribute, kind)
             return queryset
 
-        manager_class.get_queryset = tagged_get_queryset  # type: ignore[attr-defined]
+        _add_patch(manager_class, "get_queryset", lambda original: tagged_get_queryset)
         if apply_rel_filters is not None:
-            manager_class._apply_rel_filters = tagged_apply_rel_filters  # type: ignore[attr-defined]
+            _add_patch(
+                manager_class, "_apply_rel_filters", lambda original: tagged_apply_rel_filters
+            )
         return manager_class
 
     return factory

@@ -33,3 +33,76 @@ def test_the_wrapper_is_installed_once_and_first() -> None:
         assert connection.execute_wrappers[0] is execute_wrapper
     # connection.execute_wrapper() popped its own wrapper, not ours.
     assert connection.execute_wrappers == [execute_wrapper]
+
+
+def _skip_if_recorded() -> None:
+    from querylens import capture
+
+    if capture.recording_anywhere():
+        pytest.skip("this test is itself recorded (pytest --querylens): hooks stay in place")
+
+
+def _django_descriptors() -> dict[str, object]:
+    from django.db.models.fields.related_descriptors import (
+        ForwardManyToOneDescriptor,
+        ReverseOneToOneDescriptor,
+    )
+    from django.db.models.query_utils import DeferredAttribute
+    from django.db.models.sql.compiler import SQLCompiler
+
+    return {
+        "ForwardManyToOneDescriptor.__get__": ForwardManyToOneDescriptor.__get__,
+        "ReverseOneToOneDescriptor.__get__": ReverseOneToOneDescriptor.__get__,
+        "DeferredAttribute.__get__": DeferredAttribute.__get__,
+        "SQLCompiler.execute_sql": SQLCompiler.execute_sql,
+    }
+
+
+@pytest.mark.usefixtures("library")
+def test_outside_recordings_django_runs_its_own_descriptors() -> None:
+    """Code that is not recorded (a request left out by sampling, a command) pays nothing."""
+    from querylens import relations
+
+    _skip_if_recorded()
+    outside = _django_descriptors()
+    assert not any(hasattr(method, "__wrapped__") for method in outside.values())
+    with recorded() as result:
+        inside = _django_descriptors()
+        [book.author.name for book in Book.objects.all()]
+    assert all(inside[name] is not outside[name] for name in outside), inside
+    assert result.record.n_plus_one[0].relation == "tests.Book.author"
+    assert _django_descriptors() == outside
+    assert not relations._hooks_on
+
+
+@pytest.mark.usefixtures("library")
+def test_a_related_manager_first_used_outside_a_recording_is_named_inside_one() -> None:
+    from tests.models import Author
+
+    _skip_if_recorded()
+    # Django makes the manager class at the first access and caches it.
+    [list(author.books.all()) for author in Author.objects.all()]
+    with recorded() as result:
+        [list(author.books.all()) for author in Author.objects.all()]
+    (group,) = result.record.n_plus_one
+    assert group.relation == "tests.Author.books"
+    assert group.suggestion == 'prefetch_related("books")'
+    # And Django's own method is back afterwards.
+    manager = type(Author.objects.first().books)  # type: ignore[union-attr]
+    assert not hasattr(manager.get_queryset, "__wrapped__")
+    assert "querylens" not in manager.get_queryset.__code__.co_filename
+
+
+def test_nested_and_concurrent_recordings_keep_the_hooks_until_the_last_ends() -> None:
+    from querylens import capture, relations
+
+    _skip_if_recorded()
+    first = recorded()
+    second = recorded()
+    first.__enter__()
+    second.__enter__()
+    assert relations._hooks_on and capture.recording_anywhere()
+    second.__exit__(None, None, None)
+    assert relations._hooks_on
+    first.__exit__(None, None, None)
+    assert not relations._hooks_on and not capture.recording_anywhere()

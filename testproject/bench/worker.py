@@ -72,26 +72,16 @@ def setup_django(variant: str, db: Path | str) -> None:
 
 
 def _ablate(variant: str) -> None:
-    from querylens import capture, middleware
+    from querylens import capture, lifecycle
 
     if variant == "querylens-nostack":
         capture.capture_stack = lambda *args, **kwargs: ((), -1)  # type: ignore[assignment]
     elif variant == "querylens-norelations":
-        from django.db.models.fields.related_descriptors import (
-            ForwardManyToOneDescriptor,
-            ReverseOneToOneDescriptor,
-        )
-        from django.db.models.sql.compiler import SQLCompiler
-
-        # The hooks are functools.wraps wrappers: put the originals back.
-        for owner, name in (
-            (ForwardManyToOneDescriptor, "__get__"),
-            (ReverseOneToOneDescriptor, "__get__"),
-            (SQLCompiler, "execute_sql"),
-        ):
-            setattr(owner, name, getattr(owner, name).__wrapped__)
+        # The hooks are applied by a switch when recording starts: without
+        # it, Django's own descriptors and compiler run.
+        capture._switches.clear()
     elif variant == "querylens-nostore":
-        middleware._store = lambda record: None  # type: ignore[assignment]
+        lifecycle.store = lambda record: True  # type: ignore[assignment]
 
 
 def prepare_database() -> None:
