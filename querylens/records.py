@@ -226,6 +226,12 @@ class RequestRecord:
         return within
 
     def to_dict(self) -> dict[str, Any]:
+        data = self.to_dict_without_queries()
+        data["queries"] = [query.to_dict() for query in self.queries]
+        return data
+
+    def to_dict_without_queries(self) -> dict[str, Any]:
+        """``to_dict()`` with ``queries`` left empty (a storage writes them its own way)."""
         return {
             "id": self.id,
             "method": self.method,
@@ -237,7 +243,7 @@ class RequestRecord:
             "db_time_ms": self.db_time_ms,
             "query_count": self.query_count,
             "duplicate_count": self.duplicate_count,
-            "queries": [query.to_dict() for query in self.queries],
+            "queries": [],
             "duplicates": [group.to_dict() for group in self.duplicates],
             "n_plus_one": [group.to_dict() for group in self.n_plus_one],
             "truncated": self.truncated,

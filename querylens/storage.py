@@ -9,6 +9,7 @@ built once per settings value.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import re
@@ -25,7 +26,11 @@ from django.core.cache.backends.base import BaseCache
 from django.utils.module_loading import import_string
 
 from querylens.conf import conf
-from querylens.records import RequestRecord
+from querylens.records import CallSite, QueryRecord, RequestRecord
+
+logger = logging.getLogger("querylens")
+#: Seconds between two warnings of the writer thread.
+WARN_EVERY = 60.0
 
 
 class StorageError(Exception):
@@ -53,6 +58,14 @@ class BaseStorage:
         many.
         """
         return self.recent(limit), 0
+
+    def dropped(self) -> int:
+        """Records that were never stored: a shared store too slow or down to take them."""
+        return 0
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until this process's records handed to ``add()`` are stored; whether they are."""
+        return True
 
     def clear(self) -> None:
         raise NotImplementedError
@@ -223,6 +236,88 @@ _JSON_SEPARATORS = (",", ":")
 _GROUP_SQL_CHARS = 2000
 
 
+class _Writer:
+    """A CacheStorage's writer thread in this process, and its bounded queue.
+
+    Requests put records in the queue and go on; the thread takes up to
+    ``batch_size`` at a time, encodes them and writes them in two round
+    trips. When the queue is full (the cache slower than the traffic, or
+    down), new records are dropped and counted; the count is added to the
+    shared one (``<prefix>:dropped``) as soon as the cache answers again.
+    """
+
+    def __init__(self, storage: CacheStorage) -> None:
+        self.storage = storage
+        self.pid = os.getpid()
+        self.queue: queue.Queue[RequestRecord] = queue.Queue(maxsize=storage.queue_size)
+        #: Records queued or being written, for ``wait_idle()``.
+        self._pending = 0
+        self._idle = threading.Condition()
+        #: Dropped here and not yet added to the shared count.
+        self.unreported_drops = 0
+        self._last_warning = float("-inf")
+        threading.Thread(target=self._run, daemon=True, name="querylens-writer").start()
+
+    def submit(self, record: RequestRecord) -> bool:
+        with self._idle:
+            try:
+                self.queue.put_nowait(record)
+            except queue.Full:
+                self.unreported_drops += 1
+                return False
+            self._pending += 1
+        return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._idle.wait(left):
+                    return self._pending == 0
+        return True
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < self.storage.batch_size:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(batch)
+            finally:
+                with self._idle:
+                    self._pending -= len(batch)
+                    self._idle.notify_all()
+
+    def _write(self, batch: list[RequestRecord]) -> None:
+        try:
+            stored = self.storage.write(batch)
+            with self._idle:
+                lost = len(batch) - stored + self.unreported_drops
+                self.unreported_drops = 0
+            if lost:
+                try:
+                    self.storage._report_drops(lost)
+                except Exception:
+                    with self._idle:
+                        self.unreported_drops += lost
+        except Exception:
+            with self._idle:
+                self.unreported_drops += len(batch)
+            now = time.monotonic()
+            if now - self._last_warning >= WARN_EVERY:
+                self._last_warning = now
+                logger.warning(
+                    "querylens could not store %d request record(s); they are counted "
+                    "as dropped (logged once a minute)",
+                    len(batch),
+                    exc_info=True,
+                )
+
+
 class CacheStorage(BaseStorage):
     """A ring buffer shared by every process that uses one Django cache.
 
@@ -240,14 +335,21 @@ class CacheStorage(BaseStorage):
     - ``<prefix>:owner:<n % size>``: ``"<n> <request id>"``, written with the
       slot: ``get()`` reads these small values in one batch to find the slot.
 
-    A write is two cache calls (``incr``, ``set_many``): with Django's Redis
-    backend each call builds a client, so calls, not bytes, are the cost.
-    Reads are two calls too: ``recent()`` the counter then the slots,
-    ``get()`` the owners then one slot.
+    Writing happens off the request: ``add()`` queues the record for this
+    process's writer thread (``_Writer``) and returns. The writer takes up to
+    ``batch_size`` records at a time: one ``incr`` claims a sequence number
+    for each, one ``set_many`` (a single pipelined round trip on Django's
+    Redis backend) writes them all. A slot holds the compact form
+    (``compact()``): each call site and stack once, queries as rows.
+    When the cache is slower than the traffic or down, at most
+    ``queue_size`` records wait; later ones are dropped and counted
+    (``dropped()``, shown on the pages). Reads are two calls: ``recent()`` the
+    counter then the slots, ``get()`` the owners then one slot; a page first
+    waits (``flush_timeout`` at most) for this process's queued records.
 
     Every error of the cache becomes ``StorageError``. After a failed write,
-    writes are skipped for ``retry_after`` seconds, so a hung server costs one
-    socket timeout per interval instead of one per request.
+    writes are skipped for ``retry_after`` seconds (the records are counted
+    as dropped), so a hung server costs one socket timeout per interval.
     """
 
     #: Records larger than this (bytes of JSON) lose their last queries.
@@ -255,10 +357,14 @@ class CacheStorage(BaseStorage):
     #: buffer fetches up to ``BUFFER_SIZE`` times this much.
     max_record_bytes = 512 * 1024
     retry_after = 5.0
-    #: Longest a request waits for the cache to take its record (seconds).
-    write_timeout = 0.25
+    #: Records waiting for the writer thread, at most; more are dropped and counted.
+    queue_size = 500
+    #: Records written per round trip, at most.
+    batch_size = 64
     #: Longest a page waits for the cache to hand over records (seconds).
     read_timeout = 5.0
+    #: Longest a page waits for this process's queued records to be written first.
+    flush_timeout = 1.0
 
     def __init__(
         self,
@@ -276,12 +382,18 @@ class CacheStorage(BaseStorage):
         if max_record_bytes is not None:
             self.max_record_bytes = max_record_bytes
         self._writes_paused_until = 0.0
+        self._writer_instance: _Writer | None = None
+        self._writer_lock = threading.Lock()
 
     # -- keys -------------------------------------------------------------
 
     @property
     def _counter_key(self) -> str:
         return f"{self.prefix}:n"
+
+    @property
+    def _dropped_key(self) -> str:
+        return f"{self.prefix}:dropped"
 
     def _slot_key(self, sequence: int) -> str:
         return f"{self.prefix}:slot:{sequence % self.size}"
@@ -300,52 +412,108 @@ class CacheStorage(BaseStorage):
     # -- writing ----------------------------------------------------------
 
     def add(self, record: RequestRecord) -> None:
-        now = time.monotonic()
-        if now < self._writes_paused_until:
-            raise StorageError(
-                f"cache {self.alias!r} failed less than {self.retry_after:g} s ago; "
-                f"request {record.id} not stored"
-            )
+        """Hand ``record`` to this process's writer thread; never waits for the cache.
+
+        The request thread only checks the id and queues the record (a few
+        microseconds); encoding and the round trips happen on the writer.
+        A full queue (the cache slower than the traffic, or down) drops the
+        record and counts it (``dropped()``): memory stays bounded.
+        """
         if not _REQUEST_ID.fullmatch(record.id):
             # It becomes part of a cache key; memcached refuses odd characters.
             raise StorageError(f"request id {record.id!r} is not URL-safe")
-        text = _fitted_json(record.to_dict(), self.max_record_bytes)
+        self._writer().submit(record)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        writer = self._writer_instance
+        if writer is None or writer.pid != os.getpid():
+            return True
+        return writer.wait_idle(timeout)
+
+    def dropped(self) -> int:
+        """Records dropped by every process: the shared count plus this process's unreported ones."""
+        writer = self._writer_instance
+        local = writer.unreported_drops if writer is not None and writer.pid == os.getpid() else 0
+
+        def read() -> int:
+            value = self._cache().get(self._dropped_key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
         try:
-            _calls.call(lambda: self._write(record.id, text), self.write_timeout)
-        except CacheTimeout as exc:
-            self._writes_paused_until = time.monotonic() + self.retry_after
+            shared = self._read(read)
+        except Exception:
+            shared = 0
+        return int(shared) + local
+
+    def _writer(self) -> _Writer:
+        writer = self._writer_instance
+        if writer is None or writer.pid != os.getpid():
+            with self._writer_lock:
+                writer = self._writer_instance
+                # A fork (gunicorn --preload) inherits no thread: start its own.
+                if writer is None or writer.pid != os.getpid():
+                    writer = _Writer(self)
+                    self._writer_instance = writer
+        return writer
+
+    def write(self, records: list[RequestRecord]) -> int:
+        """Store ``records`` now, on this thread: what the writer thread runs.
+
+        Returns how many were stored; a record too big even without its
+        queries is left out (and logged). Raises ``StorageError`` when the
+        cache fails, and skips the cache for ``retry_after`` seconds after.
+        """
+        if time.monotonic() < self._writes_paused_until:
             raise StorageError(
-                f"cache {self.alias!r} did not take request {record.id}: {exc}"
-            ) from exc
+                f"cache {self.alias!r} failed less than {self.retry_after:g} s ago; "
+                f"{len(records)} record(s) not stored"
+            )
+        items = []
+        for record in records:
+            try:
+                items.append((record.id, _fitted_json(compact(record), self.max_record_bytes)))
+            except StorageError:
+                logger.warning("querylens could not store request %s", record.id, exc_info=True)
+        if not items:
+            return 0
+        try:
+            self._write_batch(items)
         except StorageError:
             self._writes_paused_until = time.monotonic() + self.retry_after
             raise
         except Exception as exc:
             self._writes_paused_until = time.monotonic() + self.retry_after
             raise StorageError(
-                f"cache {self.alias!r} could not store request {record.id}: {exc}"
+                f"cache {self.alias!r} could not store {len(items)} record(s): {exc}"
             ) from exc
+        return len(items)
 
-    def _write(self, request_id: str, text: str) -> None:
+    def _write_batch(self, items: list[tuple[str, str]]) -> None:
+        """One ``incr`` claims a sequence number per record, one ``set_many`` writes them all."""
         cache = self._cache()
         try:
-            sequence = int(cache.incr(self._counter_key))
+            last = int(cache.incr(self._counter_key, len(items)))
         except ValueError:
             # The first write ever (or the counter was evicted): create it.
             # add() is atomic, so of several first writers only one sets it.
             cache.add(self._counter_key, 0, timeout=None)
-            sequence = int(cache.incr(self._counter_key))
-        # The record's JSON, made once, wrapped by hand: {"seq": n, "record": ...}.
-        payload = f'{{"seq":{sequence},"record":{text}}}'
-        failed = cache.set_many(
-            {
-                self._slot_key(sequence): payload,
-                self._owner_key(sequence): f"{sequence} {request_id}",
-            },
-            timeout=self.timeout,
-        )
+            last = int(cache.incr(self._counter_key, len(items)))
+        values = {}
+        for sequence, (request_id, text) in enumerate(items, start=last - len(items) + 1):
+            # The record's JSON, made once, wrapped by hand.
+            values[self._slot_key(sequence)] = f'{{"seq":{sequence},"v":2,"record":{text}}}'
+            values[self._owner_key(sequence)] = f"{sequence} {request_id}"
+        failed = cache.set_many(values, timeout=self.timeout)
         if failed:
             raise StorageError(f"the cache refused {', '.join(failed)}")
+
+    def _report_drops(self, count: int) -> None:
+        cache = self._cache()
+        try:
+            cache.incr(self._dropped_key, count)
+        except ValueError:
+            cache.add(self._dropped_key, 0, timeout=None)
+            cache.incr(self._dropped_key, count)
 
     # -- reading ----------------------------------------------------------
 
@@ -372,6 +540,7 @@ class CacheStorage(BaseStorage):
         return self.recent_and_skipped(limit)[0]
 
     def recent_and_skipped(self, limit: int | None = None) -> tuple[list[RequestRecord], int]:
+        self.flush(self.flush_timeout)
         return self._read(lambda: self._recent(limit))  # type: ignore[no-any-return]
 
     def _recent(self, limit: int | None) -> tuple[list[RequestRecord], int]:
@@ -421,6 +590,7 @@ class CacheStorage(BaseStorage):
         if not _REQUEST_ID.fullmatch(request_id):
             # Not an id we could have written, and not a safe cache key.
             return None
+        self.flush(self.flush_timeout)
         return self._read(lambda: self._get(request_id))  # type: ignore[no-any-return]
 
     def _get(self, request_id: str) -> RequestRecord | None:
@@ -480,9 +650,106 @@ def _decode(value: Any, sequence: int) -> RequestRecord | None:
         data = json.loads(value)
         if data["seq"] != sequence:
             return None
+        if data.get("v") == 2:
+            return expand(data["record"])
+        # Written by querylens 0.x before the compact form: the plain record.
         return RequestRecord.from_dict(data["record"])
     except Exception as exc:
         raise _Unreadable from exc
+
+
+def compact(record: RequestRecord) -> dict[str, Any]:
+    """A record's dict for the wire: call sites and stacks written once, queries as rows.
+
+    Every query of a loop has the same stack of call sites; written out per
+    query they made nine tenths of a record's bytes. Here each distinct call
+    site and stack is listed once and the queries point at them by number.
+    ``expand()`` gives the record back, equal to the original.
+    """
+    sites: dict[CallSite, int] = {}
+    stacks: dict[tuple[int, ...], int] = {}
+
+    def site_number(site: CallSite | None) -> int | None:
+        if site is None:
+            return None
+        number = sites.get(site)
+        if number is None:
+            number = sites[site] = len(sites)
+        return number
+
+    # The queries of a loop share one stack list (``analysis``): numbered
+    # once by identity, the common case costs one dict lookup per query.
+    by_list: dict[int, int] = {}
+    rows = []
+    for query in record.queries:
+        stack_number = by_list.get(id(query.stack))
+        if stack_number is None:
+            stack = tuple(site_number(site) for site in query.stack)
+            stack_number = stacks.get(stack)  # type: ignore[arg-type]
+            if stack_number is None:
+                stack_number = stacks[stack] = len(stacks)  # type: ignore[index]
+            by_list[id(query.stack)] = stack_number
+        rows.append(
+            [
+                query.index,
+                query.alias,
+                query.sql,
+                query.params,
+                query.duration_ms,
+                query.fingerprint,
+                site_number(query.callsite),
+                stack_number,
+                query.relation,
+                query.start_ms,
+                query.many,
+                query.error,
+            ]
+        )
+    data = record.to_dict_without_queries()
+    data["queries"] = rows
+    data["sites"] = [[site.file, site.line, site.function] for site in sites]
+    data["stacks"] = [list(stack) for stack in stacks]
+    return data
+
+
+def expand(data: dict[str, Any]) -> RequestRecord:
+    """The record ``compact()`` wrote."""
+    sites = [
+        CallSite(str(file), int(line), str(function)) for file, line, function in data["sites"]
+    ]
+    stacks = [[sites[number] for number in stack] for stack in data["stacks"]]
+    record = RequestRecord.from_dict({**data, "queries": []})
+    record.queries = [
+        QueryRecord(
+            index=int(index),
+            alias=str(alias),
+            sql=str(sql),
+            params=params,
+            duration_ms=float(duration_ms),
+            fingerprint=str(fingerprint),
+            callsite=sites[callsite] if callsite is not None else None,
+            stack=list(stacks[stack]),
+            relation=relation,
+            start_ms=float(start_ms),
+            many=bool(many),
+            error=error,
+        )
+        for (
+            index,
+            alias,
+            sql,
+            params,
+            duration_ms,
+            fingerprint,
+            callsite,
+            stack,
+            relation,
+            start_ms,
+            many,
+            error,
+        ) in data["queries"]
+    ]
+    return record
 
 
 def _json(data: Any) -> str:

@@ -81,8 +81,9 @@ def permission_required(permission: str) -> Callable[[View], View]:
 def hotspots(request: HttpRequest) -> HttpResponse:
     records, skipped = _recent()
     report = build_report(records)
+    dropped = _dropped()
     if request.GET.get("format") == "json":
-        return JsonResponse({**report.to_dict(), "skipped": skipped})
+        return JsonResponse({**report.to_dict(), "skipped": skipped, "dropped": dropped})
     return _render(
         request,
         "querylens/hotspots.html",
@@ -92,6 +93,7 @@ def hotspots(request: HttpRequest) -> HttpResponse:
             "report": report,
             "chart": ranking_chart(report.ranking),
             "skipped": skipped,
+            "dropped": dropped,
             # The slow-query table's EXPLAIN buttons and links.
             "can_explain": permissions.allowed(request.user, permissions.EXPLAIN),
             "can_view_requests": permissions.allowed(request.user, permissions.VIEW_REQUESTS),
@@ -119,6 +121,7 @@ def requests(request: HttpRequest) -> HttpResponse:
             "path": path,
             "n_plus_one": n_plus_one,
             "skipped": skipped,
+            "dropped": _dropped(),
         },
     )
 
@@ -218,6 +221,14 @@ def _recent() -> tuple[list[RequestRecord], int]:
     except Exception as exc:
         logger.warning("querylens storage unavailable for the admin pages", exc_info=True)
         raise StorageUnavailable from exc
+
+
+def _dropped() -> int:
+    """Records a shared storage could not take (too slow or down); 0 if unknown."""
+    try:
+        return get_storage().dropped()
+    except Exception:
+        return 0
 
 
 def _record(request_id: str) -> RequestRecord:

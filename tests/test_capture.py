@@ -101,8 +101,10 @@ def test_nested_and_concurrent_recordings_keep_the_hooks_until_the_last_ends() -
     second = recorded()
     first.__enter__()
     second.__enter__()
-    assert relations._hooks_on and capture.recording_anywhere()
+    assert relations._hooks_on
+    assert capture.recording_anywhere()
     second.__exit__(None, None, None)
     assert relations._hooks_on
     first.__exit__(None, None, None)
-    assert not relations._hooks_on and not capture.recording_anywhere()
+    assert not relations._hooks_on
+    assert not capture.recording_anywhere()

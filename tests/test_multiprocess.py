@@ -103,6 +103,33 @@ def shared_buffer(prefix: str) -> Iterator[Callable[[int], CacheStorage]]:
         delete_prefix("redis", prefix)
 
 
+def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """``check()``'s result once it stops failing, within ``timeout`` seconds.
+
+    Each worker hands its records to a writer thread and answers at once:
+    they reach Redis a few milliseconds after the response. Waits for that,
+    bounded; the last failure is raised if it never comes.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, StorageError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def written(buffer: CacheStorage, total: int) -> None:
+    """Wait until the workers claimed ``total`` sequence numbers and wrote them."""
+
+    def check() -> None:
+        assert caches[buffer.alias].get(f"{buffer.prefix}:n") == total
+        assert buffer.recent(1), "the newest slot is not written yet"
+
+    eventually(check)
+
+
 def assert_whole(records: list[RequestRecord], replies: dict[str, Reply]) -> None:
     """Each record is the one its response described, complete (not torn)."""
     for record in records:
@@ -123,7 +150,9 @@ def test_every_worker_writes_into_one_buffer_exactly_once(
     by_id = {reply.request_id: reply for reply in replies if reply.request_id}
     assert len(by_id) == 200
 
-    records = shared_buffer(300).recent()
+    buffer = shared_buffer(300)
+    written(buffer, 200)
+    records = buffer.recent()
     stored = [record.id for record in records]
     # Every request exactly once, and nothing else.
     assert sorted(stored) == sorted(by_id)
@@ -145,6 +174,7 @@ def test_the_admin_pages_of_any_process_see_every_worker(
         "BUFFER_SIZE": 100,
     }
     try:
+        written(CacheStorage(size=100, alias="redis", prefix=prefix), 40)
         for reply in replies[:5]:
             url = reverse("querylens:request", kwargs={"request_id": reply.request_id})
             exported = admin_client.get(url, {"format": "json"}).json()
@@ -164,12 +194,16 @@ def test_a_full_buffer_keeps_exactly_the_newest_requests(
     serve: Callable[..., Server], shared_buffer: Callable[[int], CacheStorage]
 ) -> None:
     server = serve(QUERYLENS_MP_BUFFER_SIZE="50")
+    buffer = shared_buffer(50)
     older = fetch_many(server.port, 150)
+    # "Newest" is in the order records reach Redis: the older ones first.
+    written(buffer, 150)
     newer = fetch_many(server.port, 50)
     assert {reply.status for reply in older + newer} == {200}
     by_id = {reply.request_id: reply for reply in older + newer}
 
-    records = shared_buffer(50).recent()
+    written(buffer, 200)
+    records = buffer.recent()
     stored = [record.id for record in records]
     assert len(stored) == len(set(stored)) == 50
     assert set(stored) == {reply.request_id for reply in newer}
@@ -240,6 +274,7 @@ def test_requests_succeed_while_redis_dies_and_recording_resumes(
     with override_settings(CACHES={**settings.CACHES, "private": private}):
         buffer = CacheStorage(size=500, alias="private", prefix=prefix)
         before = fetch_many(server.port, 40)
+        written(buffer, 40)
         assert {reply.request_id for reply in before} == {record.id for record in buffer.recent()}
 
         # Kill Redis once a third of the next batch has been answered.
@@ -257,10 +292,15 @@ def test_requests_succeed_while_redis_dies_and_recording_resumes(
             buffer.recent()
 
         # One warning per worker at most (rate-limited), not one per request.
-        warnings = re.findall(
-            r"pid=(\d+) WARNING querylens: querylens could not store request", server.log_text()
-        )
-        assert 1 <= len(warnings) <= WORKERS, server.log_text()[-3000:]
+        def warned() -> list[str]:
+            found = re.findall(
+                r"pid=(\d+) WARNING querylens: querylens could not store \d+ request record",
+                server.log_text(),
+            )
+            assert 1 <= len(found) <= WORKERS, server.log_text()[-3000:]
+            return found
+
+        warnings = eventually(warned)
         assert len(set(warnings)) == len(warnings)
 
         # Redis comes back (empty): within a few retry_after windows the
