@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from querylens import capture
 from querylens.allow import AllowRule
 from querylens.allow import mark as mark_allowed
 from querylens.capture import (
@@ -57,6 +58,7 @@ def build_record(
     named where the admin's own code ran the queries.
     """
     raw = list(recorder.queries)
+    _forget_forgotten_code()
     redact = redactor()
     queries = [
         _query_record(index, query, record_params, redact) for index, query in enumerate(raw)
@@ -277,6 +279,18 @@ _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>
 _stacks: dict[tuple[RawFrame, ...], list[CallSite]] = {}
 
 
+#: The ``capture.code_generation`` the two caches below were filled in.
+_generation = [0]
+
+
+def _forget_forgotten_code() -> None:
+    """Drop the call-site caches once capture forgot the code objects they name."""
+    if _generation[0] != capture.code_generation:
+        _stacks.clear()
+        _callsites.clear()
+        _generation[0] = capture.code_generation
+
+
 def _query_record(
     index: int, query: RawQuery, record_params: bool, redact: Redactor | None = None
 ) -> QueryRecord:
@@ -323,7 +337,10 @@ def _callsite(entry: RawFrame) -> CallSite:
     if site is None:
         where, line = entry
         if isinstance(where, int):
-            code = code_objects[where]
+            code = code_objects.get(where)
+            if code is None:
+                # Forgotten while this request ran (MAX_CODE_OBJECTS): say so.
+                return CallSite(file="<forgotten code>", line=line, function="?")
             site = CallSite(file=relative_path(code.co_filename), line=line, function=code.co_name)
         else:
             site = CallSite(file=where, line=line, function=CallSite.TEMPLATE)

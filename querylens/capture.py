@@ -440,9 +440,22 @@ _BRIDGE = 3
 _kinds: dict[int, int] = {}
 #: The code objects behind the ids in ``_kinds`` and in captured stacks.
 code_objects: dict[int, CodeType] = {}
+#: At most this many code objects are remembered. A project's code is a
+#: few tens of thousands; code made at run time (``exec``, templates compiled
+#: to Python by some engines) could grow it for ever, so past the bound
+#: everything is forgotten and learnt again.
+MAX_CODE_OBJECTS = 100_000
+#: Bumped when the code objects are forgotten: caches keyed by their ids
+#: (``analysis``) must be dropped too, since an id may now name other code.
+code_generation = 0
 
 
 def _kind(code: CodeType) -> int:
+    global code_generation
+    if len(code_objects) >= MAX_CODE_OBJECTS:
+        code_objects.clear()
+        _kinds.clear()
+        code_generation += 1
     kind = _classify(code)
     code_objects[id(code)] = code
     _kinds[id(code)] = kind

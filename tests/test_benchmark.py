@@ -37,39 +37,81 @@ def run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_benchmark_prints_each_variant_and_the_ratios() -> None:
-    result = run_benchmark("--rounds", "1", "--requests", "2", "--warmup", "0")
+    result = run_benchmark(
+        "--rounds",
+        "1",
+        "--requests",
+        "2",
+        "--warmup",
+        "0",
+        "--variants",
+        "none,querylens,querylens-off,toolbar",
+        "--scaling-rounds",
+        "1",
+        "--memory-requests",
+        "6",
+    )
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
     # One table row per page and variant: median, p25, p75 (ms), ratio vs none.
     rows = re.findall(
-        r"^(.{24}) (none|querylens|toolbar) +(\d+\.\d+) +[\d.]+ +[\d.]+ +(\d+\.\d+x)?",
+        r"^(.{24}) (none|querylens|querylens-off|toolbar) +(\d+\.\d+) +[\d.]+ +[\d.]+ +(\d+\.\d+x)?",
         out,
         re.MULTILINE,
     )
     # One table for wall-clock time, one for CPU time.
     assert [(label.strip(), variant) for label, variant, _, _ in rows] == [
+        ("light page (5 q)", "none"),
+        ("", "querylens"),
+        ("", "querylens-off"),
+        ("", "toolbar"),
         ("100 queries (100 q)", "none"),
         ("", "querylens"),
+        ("", "querylens-off"),
         ("", "toolbar"),
         ("100-row N+1 (101 q)", "none"),
         ("", "querylens"),
+        ("", "querylens-off"),
         ("", "toolbar"),
     ] * 2
     assert all(float(median) > 0 for _, _, median, _ in rows)
     # Ratios vs none on the instrumented rows only.
-    assert [bool(ratio) for _, _, _, ratio in rows] == [False, True, True] * 4
-    for title in ("100 queries", "100-row N+1"):
+    assert [bool(ratio) for _, _, _, ratio in rows] == [False, True, True, True] * 6
+    for title in ("light page", "100 queries", "100-row N+1"):
         summaries = re.findall(
-            rf"^{re.escape(title)}: querylens/none \d+\.\d+x; toolbar/none \d+\.\d+x; "
-            r"querylens/toolbar \d+\.\d+x",
+            rf"^{re.escape(title)}: querylens/none \d+\.\d+x; querylens-off/none \d+\.\d+x; "
+            r"toolbar/none \d+\.\d+x; querylens/toolbar \d+\.\d+x",
             out,
             re.MULTILINE,
         )
         assert len(summaries) == 2
-    assert len(re.findall(r"^target querylens/none <= 1\.10x: 100 queries ", out, re.M)) == 2
+        assert (
+            len(re.findall(rf"^{re.escape(title)}: not recorded \(sampled out\) ", out, re.M)) == 2
+        )
+    assert len(re.findall(r"^target querylens/none <= 1\.05x: light page ", out, re.M)) == 2
     assert re.search(r"Django \d+\.\d+.*django-debug-toolbar \d+\.\d+", out)
     assert re.search(r"\d+ CPUs", out)
+    # How the cost scales: one row per size and depth, with microseconds per query.
+    scaling = re.findall(r"^(\S.*?) +\d+\.\d+ +\d+\.\d+ +\d+\.\d+x .* -?\d+\.\d+$", out, re.M)
+    assert [title.strip() for title in scaling if title.startswith(("1", "10"))] == [
+        "1 query",
+        "10 queries",
+        "100 queries",
+        "1,000 queries",
+        "10,000 queries (cap 1,000)",
+        "100 queries, stack 30",
+        "100 queries, stack 100",
+        "100 queries, stack 300",
+    ]
+    record = re.search(r"^one buffered record of the 100-query page: ([\d,]+) bytes", out, re.M)
+    assert record is not None
+    assert int(record.group(1).replace(",", "")) > 1000
+    assert re.search(r"^module caches \(entries/bound\): code objects [\d,]+/100,000", out, re.M)
+    for variant in ("none", "querylens", "querylens-off"):
+        assert re.search(
+            rf"^resident memory, {variant}: [\d.]+ MB .* after 6 more requests", out, re.M
+        )
 
 
 def test_benchmark_json_reports_the_sanity_checks() -> None:
@@ -82,6 +124,10 @@ def test_benchmark_json_reports_the_sanity_checks() -> None:
         "0",
         "--pages",
         "nplusone",
+        "--variants",
+        "none,querylens,toolbar",
+        "--scaling-rounds",
+        "0",
         "--json",
     )
 
@@ -104,6 +150,44 @@ def test_benchmark_json_reports_the_sanity_checks() -> None:
     assert checks["querylens"]["nplusone"]["headers"]["X-QueryLens-Queries"] == "101"
     assert checks["toolbar"]["nplusone"]["toolbar_sql_panel"].startswith("101 queries in")
     assert checks["none"]["nplusone"]["queries"] == 101
+    assert data["scaling"] is None
+    assert data["memory"]["record"]["bytes_per_record"] > 1000
+
+
+def test_the_other_tools_are_measured_and_each_is_seen_at_work() -> None:
+    import django
+
+    result = run_benchmark(
+        "--rounds",
+        "1",
+        "--requests",
+        "2",
+        "--warmup",
+        "0",
+        "--pages",
+        "nplusone",
+        "--variants",
+        "none,querylens,zeal,nplusone,silk",
+        "--scaling-rounds",
+        "0",
+        "--json",
+    )
+
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    checks = data["checks"]
+    # Each tool proves it saw the loop, its own way.
+    assert "N+1" in checks["zeal"]["detects"]
+    assert checks["silk"]["detects"] == "saved the request and its 101 queries"
+    ratios = data["pages"]["nplusone"]["cpu"]["ratios"]
+    assert {"querylens/zeal", "querylens/silk", "zeal/none", "silk/none"} <= set(ratios)
+    if django.VERSION < (6, 1):
+        assert "n+1" in checks["nplusone"]["detects"].lower()
+        assert "querylens/nplusone" in ratios
+    else:
+        # nplusone does not run on Django 6.1: reported, not measured.
+        assert "nplusone" in data["options"]["unavailable"]
+        assert "querylens/nplusone" not in ratios
 
 
 def test_the_breakdown_diagnostic_times_every_part_it_names() -> None:

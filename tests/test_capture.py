@@ -108,3 +108,29 @@ def test_nested_and_concurrent_recordings_keep_the_hooks_until_the_last_ends() -
     first.__exit__(None, None, None)
     assert not relations._hooks_on
     assert not capture.recording_anywhere()
+
+
+@pytest.mark.usefixtures("library")
+def test_code_objects_are_forgotten_past_their_bound_and_verdicts_stay_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-process memory of code objects is bounded (code made at run time could grow it)."""
+    from querylens import capture
+
+    def loop() -> list[str]:
+        return [book.author.name for book in Book.objects.all()]  # the N+1 line
+
+    generation = capture.code_generation
+    # A little room: the first new code objects of this test pass the bound.
+    bound = len(capture.code_objects) + 3
+    monkeypatch.setattr(capture, "MAX_CODE_OBJECTS", bound)
+    with recorded() as result:
+        exec(compile("loop()", "<made at run time>", "exec"), {"loop": loop})
+        loop()
+    assert capture.code_generation > generation
+    assert len(capture.code_objects) <= bound
+    groups = {group.callsite.line: group for group in result.record.n_plus_one if group.callsite}
+    (group,) = groups.values()
+    assert group.relation == "tests.Book.author"
+    assert group.callsite.file == "tests/test_capture.py"
+    assert group.count == 6

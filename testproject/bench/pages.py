@@ -1,5 +1,8 @@
-"""The two pages the benchmark times.
+"""The pages the benchmark times.
 
+* ``light``: a typical small page: 20 books with their author and publisher
+  joined (``select_related``, so 40 cached relation accesses in the template),
+  and four small queries beside. 5 queries, no N+1.
 * ``queries``: a dashboard of 100 figures, each its own cheap query. Every
   query has a different shape (fingerprint), so it is not an N+1 and has no
   duplicates: querylens must report 100 queries, 0 N+1 groups.
@@ -18,14 +21,38 @@ from django.db.models import Count, Max, Min
 
 #: Page name -> (URL path, queries it runs).
 PAGES = {
+    "light": ("/bench/light/", 5),
     "queries": ("/bench/queries/", 100),
     "nplusone": ("/bench/nplusone/", 101),
 }
 #: What the report calls them.
 TITLES = {
+    "light": "light page",
     "queries": "100 queries",
     "nplusone": "100-row N+1",
 }
+#: N+1 groups querylens must report on each page.
+N_PLUS_ONE = {"light": 0, "queries": 0, "nplusone": 1}
+
+
+def scaling_page(queries: int, depth: int = 0) -> str:
+    """Path of the scaling page: ``queries`` queries from ``depth`` frames of the project's code."""
+    return f"/bench/scale/?n={queries}&depth={depth}"
+
+
+#: The scaling section: (title, queries, extra stack depth). Every query
+#: has the same shape and line, so past 2 they are one N+1 group, and from
+#: 1,000 (MAX_QUERIES_PER_REQUEST) on only the count goes on.
+SCALING = (
+    ("1 query", 1, 0),
+    ("10 queries", 10, 0),
+    ("100 queries", 100, 0),
+    ("1,000 queries", 1000, 0),
+    ("10,000 queries (cap 1,000)", 10000, 0),
+    ("100 queries, stack 30", 100, 30),
+    ("100 queries, stack 100", 100, 100),
+    ("100 queries, stack 300", 100, 300),
+)
 
 _LOOKUPS = ("exact", "gt", "gte", "lt", "lte")
 

@@ -6,9 +6,14 @@ from django.urls import URLPattern, URLResolver, include, path
 from bench import views
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("bench/light/", views.light, name="light"),
     path("bench/queries/", views.queries, name="queries"),
+    path("bench/scale/", views.scale, name="scale"),
     path("bench/nplusone/", views.nplusone, name="nplusone"),
 ]
+
+if "silk" in settings.INSTALLED_APPS:
+    urlpatterns.append(path("silk/", include("silk.urls", namespace="silk")))
 
 if "debug_toolbar" in settings.INSTALLED_APPS:
     # Included directly: debug_toolbar_urls() adds nothing when DEBUG is off,

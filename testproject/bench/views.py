@@ -18,6 +18,42 @@ def queries(request: HttpRequest) -> HttpResponse:
     return render(request, "bench/queries.html", {"rows": rows})
 
 
+def light(request: HttpRequest) -> HttpResponse:
+    from django.db.models import Avg
+    from shop.models import Author, Book, Review, Tag
+
+    books = list(Book.objects.select_related("author", "publisher").order_by("id")[:20])
+    return render(
+        request,
+        "bench/light.html",
+        {
+            "books": books,
+            "total": Book.objects.count(),
+            "tags": list(Tag.objects.order_by("name")[:10]),
+            "rating": Review.objects.aggregate(value=Avg("rating"))["value"],
+            "has_authors": Author.objects.filter(name__startswith="Author").exists(),
+        },
+    )
+
+
+def scale(request: HttpRequest) -> HttpResponse:
+    """``n`` cheap queries from one line, ``depth`` frames of project code below the view."""
+    n = int(request.GET.get("n", "1"))
+    depth = int(request.GET.get("depth", "0"))
+    return HttpResponse(f"<html><body>{_descend(depth, n)}</body></html>")
+
+
+def _descend(depth: int, n: int) -> int:
+    if depth > 0:
+        return _descend(depth - 1, n)
+    from shop.models import Book
+
+    found = 0
+    for number in range(n):
+        found += Book.objects.filter(pk=number % 100 + 1).exists()
+    return found
+
+
 def nplusone(request: HttpRequest) -> HttpResponse:
     from shop.models import Book
 

@@ -37,7 +37,19 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
     sys.path[:0] = [str(_HERE.parent), str(_HERE.parent.parent)]
 
-VARIANTS = ("none", "querylens", "toolbar")
+VARIANTS = ("none", "querylens", "querylens-off", "toolbar", "zeal", "nplusone", "silk")
+#: The other tools, by the module each needs: measured when installed.
+PEERS = {"toolbar": "debug_toolbar", "zeal": "zeal", "nplusone": "nplusone", "silk": "silk"}
+#: What each variant is, for the report.
+DESCRIPTIONS = {
+    "none": "querylens and the other tools not installed",
+    "querylens": "app + middleware, every request recorded, RECORD_PARAMS on, HEADERS always",
+    "querylens-off": "app + middleware installed, the request not recorded (SAMPLE_RATE 0)",
+    "toolbar": "django-debug-toolbar, SQL panel only, shown on every page",
+    "zeal": "django-zeal middleware, ZEAL_RAISE off (warns)",
+    "nplusone": "nplusone middleware, NPLUSONE_RAISE off (logs)",
+    "silk": "django-silk middleware, saving each request and its queries (profiler off)",
+}
 #: Diagnostic variants: querylens with one part switched off, to price that
 #: part with its side effects (garbage collection, CPU caches), which timing
 #: the part alone misses. They patch querylens internals by name after set-up.
@@ -48,7 +60,7 @@ ABLATIONS = {
 }
 #: ``querylens-alt`` is querylens imported from another folder (``--alt``).
 SETTINGS = {
-    **{variant: f"testproject.settings_bench_{variant}" for variant in VARIANTS},
+    **{variant: f"testproject.settings_bench_{variant.replace('-', '_')}" for variant in VARIANTS},
     **dict.fromkeys([*ABLATIONS, "querylens-alt"], "testproject.settings_bench_querylens"),
 }
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "bench.sqlite3"
@@ -69,6 +81,12 @@ def setup_django(variant: str, db: Path | str) -> None:
     django.setup()
     if variant in ABLATIONS:
         _ablate(variant)
+    if variant == "silk":
+        from django.core.management import call_command
+
+        # Silk keeps its records in the database: its tables, in the shared
+        # file (the other variants never read them).
+        call_command("migrate", "silk", verbosity=0, interactive=False)
 
 
 def _ablate(variant: str) -> None:
@@ -100,12 +118,13 @@ def prepare_database() -> None:
     seed()
 
 
-def _environ(path: str) -> dict[str, Any]:
+def _environ(url: str) -> dict[str, Any]:
+    path, _, query = url.partition("?")
     return {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": path,
         "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
+        "QUERY_STRING": query,
         "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": "8000",
         "SERVER_PROTOCOL": "HTTP/1.1",
@@ -155,7 +174,8 @@ class Worker:
         CPU time is this thread's: on a busy machine it leaves out the time
         the worker waited for a CPU, which wall time counts.
         """
-        environ = _environ(self.paths[page])
+        # A page name, or a path of its own (the scaling pages).
+        environ = _environ(self.paths.get(page, page))
         cpu_started = thread_time_ns()
         started = perf_counter_ns()
         response = self.handler(environ, _start_response)
@@ -181,6 +201,60 @@ class Worker:
             cpu.append(request_cpu)
         return wall, cpu, self.gc_ns - gc_before
 
+    def record_memory(self, n: int = 50) -> dict[str, Any]:
+        """Bytes and tracked objects per buffered record of the 100-query page; cache sizes."""
+        import tracemalloc
+
+        from querylens import analysis, capture, fingerprint, formatting
+        from querylens.storage import get_storage
+
+        storage = get_storage()
+        storage.clear()
+        gc.collect()
+        tracked = len(gc.get_objects())
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(n):
+                self.request("queries")
+            gc.collect()
+            used = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        tracked = len(gc.get_objects()) - tracked
+
+        def lru(function: Any) -> tuple[int, int]:
+            info = function.cache_info()
+            return info.currsize, info.maxsize
+
+        caches = {
+            "code objects": (len(capture.code_objects), capture.MAX_CODE_OBJECTS),
+            "template files": (len(capture._template_files), 10_000),
+            "call-site lists": (len(analysis._stacks), 10_000),
+            "call sites": (len(analysis._callsites), 50_000),
+            "fingerprints": lru(fingerprint._fingerprint_short),
+            "statement heads": lru(fingerprint._leading_words),
+            "long fingerprints": (len(fingerprint._long_cache), fingerprint._LONG_CACHE_SIZE),
+            "formatted SQL": lru(formatting.format_sql),
+            "highlighted SQL": lru(formatting.highlight_sql),
+        }
+        return {
+            "records": n,
+            "buffer_size": getattr(storage, "size", None),
+            "bytes_per_record": used / n,
+            "tracked_per_record": tracked / n,
+            "caches": caches,
+        }
+
+    def resident_memory(self, n: int) -> dict[str, Any]:
+        """Resident set size before and after ``n`` requests over the pages, in turn."""
+        pages = list(self.paths)
+        before = _rss_mb()
+        for number in range(n):
+            self.request(pages[number % len(pages)])
+        gc.collect()
+        return {"requests": n, "before_mb": before, "after_mb": _rss_mb()}
+
     def warm_up(self, n: int) -> None:
         for _ in range(n):
             for page in self.paths:
@@ -192,10 +266,12 @@ class Worker:
         from django.test.utils import CaptureQueriesContext
 
         found: dict[str, Any] = {}
-        loaded = {name: name in sys.modules for name in ("querylens", "debug_toolbar")}
+        from bench.pages import N_PLUS_ONE
+
+        loaded = {name: name in sys.modules for name in ("querylens", *PEERS.values())}
         wanted = {
             "querylens": self.variant.startswith("querylens"),
-            "debug_toolbar": self.variant == "toolbar",
+            **{module: self.variant == peer for peer, module in PEERS.items()},
         }
         if loaded != wanted:
             raise BenchmarkError(f"{self.variant}: modules loaded {loaded}, wanted {wanted}")
@@ -209,15 +285,18 @@ class Worker:
             problems = []
             if response.status_code != 200:
                 problems.append(f"status {response.status_code}")
-            if len(captured) != expected:
+            # Silk's own writes (its request and query rows) run on the same connection.
+            if len(captured) != expected and not (
+                self.variant == "silk" and len(captured) > expected
+            ):
                 problems.append(f"{len(captured)} queries, expected {expected}")
             if b"</body>" not in body:
                 problems.append("no </body> in the page")
             toolbar = b'id="djDebug"' in body
             headers = {k: v for k, v in response.items() if k.startswith("X-QueryLens-")}
-            if self.variant.startswith("querylens"):
+            if self.variant.startswith("querylens") and self.variant != "querylens-off":
                 result["headers"] = headers
-                n_plus_one = 1 if page == "nplusone" else 0
+                n_plus_one = N_PLUS_ONE[page]
                 if headers.get("X-QueryLens-Queries") != str(expected):
                     problems.append(f"X-QueryLens-Queries {headers.get('X-QueryLens-Queries')}")
                 if headers.get("X-QueryLens-NPlusOne") != str(n_plus_one):
@@ -238,7 +317,61 @@ class Worker:
             if problems:
                 raise BenchmarkError(f"{self.variant} {page}: " + "; ".join(problems))
             found[page] = result
+        if self.variant in ("zeal", "nplusone", "silk"):
+            found["detects"] = self._peer_sees_the_n_plus_one()
         return found
+
+    def _peer_sees_the_n_plus_one(self) -> str:
+        """Prove that a peer is at work: it reports the N+1 page's loop its own way."""
+        import logging
+        import warnings
+
+        if self.variant == "zeal":
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.request("nplusone")
+            messages = [str(w.message) for w in caught if "N+1" in str(w.message)]
+            if not messages:
+                raise BenchmarkError("zeal: no N+1 warning on the N+1 page")
+            return messages[0][:120]
+        if self.variant == "nplusone":
+            seen: list[str] = []
+
+            class Keep(logging.Handler):
+                def emit(self, record: logging.LogRecord) -> None:
+                    seen.append(record.getMessage())
+
+            logger = logging.getLogger("nplusone")
+            handler, level = Keep(), logger.level
+            logger.addHandler(handler)
+            logger.setLevel(logging.DEBUG)
+            try:
+                self.request("nplusone")
+            finally:
+                logger.removeHandler(handler)
+                logger.setLevel(level)
+            if not seen:
+                raise BenchmarkError("nplusone: no N+1 logged on the N+1 page")
+            return seen[0][:120]
+        from silk.models import Request, SQLQuery  # type: ignore[import-untyped]
+
+        requests, queries = Request.objects.count(), SQLQuery.objects.count()
+        self.request("nplusone")
+        if Request.objects.count() != requests + 1 or SQLQuery.objects.count() < queries + 101:
+            raise BenchmarkError("silk: the N+1 page and its 101 queries were not saved")
+        return "saved the request and its 101 queries"
+
+
+def _rss_mb() -> float:
+    """This process's resident memory in MB (Linux), or NaN where unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def info(variant: str) -> dict[str, Any]:
@@ -304,6 +437,12 @@ def serve(worker: Worker, variant: str, warmup: int, protocol: TextIO) -> None:
         command = json.loads(line)
         if command.get("quit"):
             break
+        if command.get("memory") == "record":
+            reply({"memory": worker.record_memory()})
+            continue
+        if command.get("memory") == "rss":
+            reply({"memory": worker.resident_memory(int(command["n"]))})
+            continue
         wall, cpu, gc_ns = worker.batch(command["page"], int(command["n"]))
         reply({"wall_ns": wall, "cpu_ns": cpu, "gc_ns": gc_ns})
 

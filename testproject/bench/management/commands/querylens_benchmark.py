@@ -1,10 +1,15 @@
-"""Time querylens against no instrumentation and django-debug-toolbar's SQL panel.
+"""Time querylens against no instrumentation and the other tools.
 
-Two pages, on SQLite (the cheapest queries, so the harshest case for any
-per-query overhead): a dashboard running 100 different queries, and a list of
-100 books whose authors load lazily (an N+1: 101 queries). Each variant runs
-in its own worker process with its own settings module; the rounds interleave
-the variants in a shuffled order, and the report compares medians.
+Three pages, on SQLite (the cheapest queries, so the harshest case for any
+per-query overhead): a light page (5 queries, 20 rows with joined relations),
+a dashboard running 100 different queries, and a list of 100 books whose
+authors load lazily (an N+1: 101 queries). Each variant (no instrumentation;
+querylens recording; querylens installed but the request sampled out;
+django-debug-toolbar's SQL panel, django-zeal, nplusone, django-silk when
+installed) runs in its own worker process with its own settings module; the
+rounds interleave the variants in a shuffled order, and the report compares
+medians. Then: how querylens's cost scales with queries per request and stack
+depth, the memory one buffered record takes, and the module caches' bounds.
 
     python testproject/dev.py bench
     python testproject/manage.py querylens_benchmark --rounds 15 --requests 20
@@ -21,7 +26,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench.pages import PAGES
-from bench.runner import BenchmarkFailed, Options, report, run
+from bench.runner import BenchmarkFailed, Options, available_variants, report, run
 from bench.worker import ABLATIONS, VARIANTS
 
 
@@ -46,8 +51,9 @@ def _positive(value: str) -> int:
 
 class Command(BaseCommand):
     help = (
-        "Time a 100-query page and a 100-row N+1 page with no instrumentation, with "
-        "querylens and with django-debug-toolbar's SQL panel; print medians and ratios."
+        "Time a light page, a 100-query page and a 100-row N+1 page with no "
+        "instrumentation, with querylens (recording and not) and with the other tools; "
+        "print medians, ratios, scaling and memory figures."
     )
 
     # The measured processes have their own settings; the demo's checks say
@@ -77,16 +83,30 @@ class Command(BaseCommand):
         parser.add_argument(
             "--variants",
             type=_choices((*VARIANTS, *ABLATIONS, "querylens-alt")),
-            default=VARIANTS,
-            help="comma-separated subset of none,querylens,toolbar (default all); "
-            "diagnostic variants, each querylens with one part switched off: "
-            + ", ".join(ABLATIONS),
+            default=None,
+            help=f"comma-separated subset of {','.join(VARIANTS)} (default: all whose tool "
+            "is installed; the peers come with the bench dependency group); diagnostic "
+            "variants, each querylens with one part switched off: " + ", ".join(ABLATIONS),
         )
         parser.add_argument(
             "--pages",
             type=_choices(tuple(PAGES)),
             default=tuple(PAGES),
-            help="comma-separated subset of queries,nplusone (default both)",
+            help=f"comma-separated subset of {','.join(PAGES)} (default all)",
+        )
+        parser.add_argument(
+            "--scaling-rounds",
+            type=int,
+            default=5,
+            help="rounds of the scaling section: queries per request and stack depth "
+            "(default 5; 0 skips it)",
+        )
+        parser.add_argument(
+            "--memory-requests",
+            type=int,
+            default=0,
+            help="also measure resident memory after this many more requests per worker "
+            "(e.g. 20000; default 0: skipped)",
         )
         parser.add_argument(
             "--db",
@@ -114,11 +134,13 @@ class Command(BaseCommand):
             requests=options["requests"],
             warmup=options["warmup"],
             seed=options["seed"],
-            variants=options["variants"],
+            variants=options["variants"] or available_variants(),
             pages=options["pages"],
             db=options["db"],
             debug=options["debug"],
             alt=str(Path(options["alt"]).resolve()) if options["alt"] else None,
+            scaling_rounds=options["scaling_rounds"],
+            memory_requests=options["memory_requests"],
         )
         if settings.alt:
             if not (Path(settings.alt) / "querylens" / "__init__.py").exists():
