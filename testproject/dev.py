@@ -162,7 +162,10 @@ def ensure_installed(groups: list[str]) -> None:
         stamp = json.loads(STAMP.read_text())
     except (OSError, ValueError):
         stamp = {}
-    previous = set(stamp.get("groups", []))
+    # Only groups this dev.py still knows: one removed from pyproject.toml
+    # would make pip refuse the whole install.
+    known = {group for needed in GROUPS_FOR.values() for group in needed}
+    previous = set(stamp.get("groups", [])) & known
     done = previous if stamp.get("pyproject") == digest else set()
     if set(groups) <= done:
         return
