@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import os
 import re
 import sys
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from querylens import capture
 from querylens.allow import AllowRule
@@ -59,16 +60,13 @@ def build_record(
     """
     raw = list(recorder.queries)
     _forget_forgotten_code()
-    redact = redactor()
-    queries = [
-        _query_record(index, query, record_params, redact) for index, query in enumerate(raw)
-    ]
+    queries = Facts(raw, redactor())
     duplicates = duplicate_groups(raw, queries)
     groups = n_plus_one_groups(raw, queries, threshold)
     if admin is not None:
         adapt_to_admin(groups, admin)
     mark_allowed(groups, allow)
-    return RequestRecord(
+    record = RequestRecord(
         id=request_id,
         method=method,
         path=path,
@@ -79,16 +77,80 @@ def build_record(
         db_time_ms=round(recorder.db_time * 1000, 3),
         query_count=recorder.count,
         duplicate_count=sum(group.count - 1 for group in duplicates),
-        queries=queries,
         duplicates=duplicates,
         n_plus_one=groups,
         truncated=recorder.count - len(raw),
     )
+    # The headers need only the counts: each query's record (call-site list,
+    # parameters as JSON) is built when something reads ``record.queries``
+    # (a page, the panel, a shared storage's writer thread), not in the request.
+    record.defer_queries(functools.partial(queries.records, record_params))
+    return record
 
 
-def duplicate_groups(
-    raw: Sequence[RawQuery], queries: Sequence[QueryRecord]
-) -> list[DuplicateGroup]:
+class _Fact(NamedTuple):
+    fingerprint: str
+    sql: str
+    callsite: CallSite | None
+
+
+class Facts:
+    """What the verdicts need of each query, made without building its record.
+
+    Redaction happens here, in the request, before anything is kept: the
+    record's deferred build holds the redacted SQL, parameters and errors,
+    and of the captured query only what carries no value (alias, timings,
+    stack, relation), never the raw parameters.
+    """
+
+    __slots__ = ("errors", "fingerprints", "params", "rows", "sqls")
+
+    def __init__(self, raw: Sequence[RawQuery], redact: Redactor | None) -> None:
+        self.fingerprints = [fingerprint(query.sql) for query in raw]
+        self.sqls = sqls = [query.sql for query in raw]
+        self.params = params = [query.params for query in raw]
+        self.errors = errors = [query.error for query in raw]
+        if redact is not None:
+            # After the verdicts' inputs are taken (the real values), before
+            # anything is kept. A statement's plan is cached by its text: for
+            # the many that touch no secret, one dict lookup.
+            plan = redact.plan
+            for index, query in enumerate(raw):
+                if query.error is not None:
+                    errors[index] = redact.error(query.sql, query.params, query.many, query.error)
+                if plan(query.sql) is not None:
+                    sqls[index] = redact.sql(query.sql)
+                    params[index] = redact.params(query.sql, query.params, query.many)
+        # Plain tuples of strings and numbers: the garbage collector stops
+        # tracking them, so a buffer of records costs it little.
+        self.rows = [
+            (query.alias, query.duration, query.start, query.stack, query.relation, query.many)
+            for query in raw
+        ]
+
+    def __getitem__(self, index: int) -> _Fact:
+        stack = self.rows[index][3]
+        return _Fact(
+            self.fingerprints[index], self.sqls[index], call_stack(stack)[0] if stack else None
+        )
+
+    def records(self, record_params: bool) -> list[QueryRecord]:
+        """Every query's record (``RequestRecord.queries``)."""
+        _forget_forgotten_code()
+        return [
+            _query_record(
+                index,
+                row,
+                self.sqls[index],
+                _json_params(self.params[index]) if record_params else None,
+                self.errors[index],
+                self.fingerprints[index],
+            )
+            for index, row in enumerate(self.rows)
+        ]
+
+
+def duplicate_groups(raw: Sequence[RawQuery], queries: Facts) -> list[DuplicateGroup]:
     """Queries whose alias, SQL and params equal an earlier query's."""
     seen: dict[tuple[str, str, Any], list[int]] = {}
     for index, query in enumerate(raw):
@@ -106,7 +168,7 @@ def duplicate_groups(
 
 
 def n_plus_one_groups(
-    raw: Sequence[RawQuery], queries: Sequence[QueryRecord], threshold: int
+    raw: Sequence[RawQuery], queries: Facts, threshold: int
 ) -> list[NPlusOneGroup]:
     """Queries with the same fingerprint from the same user call stack."""
     buckets: dict[tuple[str, str, tuple[RawFrame, ...], int], list[int]] = {}
@@ -121,7 +183,7 @@ def n_plus_one_groups(
         # from a chain on one line (node.parent.parent: two instructions).
         key = (
             query.alias,
-            queries[index].fingerprint,
+            queries.fingerprints[index],
             query.stack or query.library_path,
             query.instruction,
         )
@@ -291,12 +353,11 @@ def _forget_forgotten_code() -> None:
         _generation[0] = capture.code_generation
 
 
-def _query_record(
-    index: int, query: RawQuery, record_params: bool, redact: Redactor | None = None
-) -> QueryRecord:
-    stack = _stacks.get(query.stack)
+def call_stack(raw: tuple[RawFrame, ...]) -> list[CallSite]:
+    """The call sites of a raw stack, innermost first; one shared list per stack."""
+    stack = _stacks.get(raw)
     if stack is None:
-        stack = [_callsite(entry) for entry in query.stack]
+        stack = [_callsite(entry) for entry in raw]
         for position, site in enumerate(stack[:-1]):
             outer = stack[position + 1]
             if site.function in _COMPREHENSIONS and outer.file == site.file:
@@ -304,25 +365,35 @@ def _query_record(
                 # the developer wrote it in the enclosing function.
                 stack[position] = CallSite(site.file, site.line, outer.function)
         if len(_stacks) < 10_000:
-            _stacks[query.stack] = stack
-    sql, params, error = query.sql, query.params, query.error
-    if redact is not None:
-        # After the verdicts (made on the real values), before anything is kept.
-        sql = redact.sql(query.sql)
-        params = redact.params(query.sql, params, query.many)
-        error = redact.error(query.sql, query.params, query.many, error)
+            _stacks[raw] = stack
+    return stack
+
+
+_Row = tuple[str, float, float, tuple[RawFrame, ...], "str | None", bool]
+
+
+def _query_record(
+    index: int,
+    row: _Row,
+    sql: str,
+    params: Any,
+    error: str | None,
+    fingerprint: str,
+) -> QueryRecord:
+    alias, duration, start, raw_stack, relation, many = row
+    stack = call_stack(raw_stack)
     return QueryRecord(
         index=index,
-        alias=query.alias,
+        alias=alias,
         sql=sql,
-        params=_json_params(params) if record_params else None,
-        duration_ms=round(query.duration * 1000, 3),
-        fingerprint=fingerprint(query.sql),
+        params=params,
+        duration_ms=round(duration * 1000, 3),
+        fingerprint=fingerprint,
         callsite=stack[0] if stack else None,
         stack=stack,
-        relation=query.relation,
-        start_ms=round(query.start * 1000, 3),
-        many=query.many,
+        relation=relation,
+        start_ms=round(start * 1000, 3),
+        many=many,
         error=error,
     )
 

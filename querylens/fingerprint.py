@@ -452,6 +452,9 @@ def statement_kind(sql: str) -> str:
     return first if first in _KINDS else "other"
 
 
+_PLAIN_STATEMENTS = ("SELECT ", "INSERT ", "UPDATE ", "DELETE ", "WITH ")
+
+
 def is_transaction_control(sql: str) -> bool:
     """Tell whether ``sql`` only manages a transaction or savepoint.
 
@@ -459,6 +462,8 @@ def is_transaction_control(sql: str) -> bool:
     (also ``ROLLBACK TO SAVEPOINT``), ``SAVEPOINT``, ``RELEASE``,
     ``SET TRANSACTION ...`` and ``SET AUTOCOMMIT ...``. These are never N+1s.
     """
+    if sql.__class__ is str and sql.startswith(_PLAIN_STATEMENTS):
+        return False  # the ORM's own statements, by far the most common
     first, second = _first_two_words(sql)
     if first in _TRANSACTION_KINDS:
         return True

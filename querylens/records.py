@@ -8,6 +8,7 @@ DESIGN.md (plus a few additive keys) and ``from_dict()`` reads it back.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -198,6 +199,26 @@ class RequestRecord:
     #: Queries that ran but were not stored (over ``MAX_QUERIES_PER_REQUEST``).
     truncated: int = 0
 
+    def defer_queries(self, build: Callable[[], list[QueryRecord]]) -> None:
+        """Let ``queries`` be built by ``build`` when first read.
+
+        The analysis keeps what the verdicts and counts need; each query's
+        record is made only for whoever reads ``queries`` (a page, the panel,
+        a shared storage's writer thread), not on the request's path.
+        """
+        self.__dict__.pop("_queries", None)
+        self.__dict__["_build_queries"] = build
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A deferred build is a closure: pickled, a record carries its queries.
+        state = dict(self.__dict__)
+        state["_queries"] = self.queries
+        state.pop("_build_queries", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     @property
     def n_plus_one_count(self) -> int:
         """N+1 groups, leaving out those an allow entry accepts."""
@@ -268,3 +289,26 @@ class RequestRecord:
             n_plus_one=[NPlusOneGroup.from_dict(g) for g in data.get("n_plus_one") or []],
             truncated=int(data.get("truncated") or 0),
         )
+
+
+def _queries(record: RequestRecord) -> list[QueryRecord]:
+    state = record.__dict__
+    queries: list[QueryRecord] | None = state.get("_queries")
+    if queries is None:
+        build = state.get("_build_queries")
+        queries = build() if build is not None else []
+        # Two threads may build at once: both lists are equal, one is kept.
+        state["_queries"] = queries
+        state.pop("_build_queries", None)
+    return queries
+
+
+def _set_queries(record: RequestRecord, queries: list[QueryRecord]) -> None:
+    record.__dict__["_queries"] = queries
+    record.__dict__.pop("_build_queries", None)
+
+
+# A property over the dataclass field: the constructor, equality, repr and
+# dataclasses.replace() all go through it, so a deferred list is built when
+# any of them needs it.
+RequestRecord.queries = property(_queries, _set_queries)  # type: ignore[assignment]

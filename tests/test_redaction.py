@@ -54,6 +54,45 @@ def test_the_session_key_is_not_stored(library: Any) -> None:
     assert user.pk in user_query.params
 
 
+def _strings_held_by(root: object) -> set[str]:
+    """Every string reachable from ``root``'s data (not through code, classes or modules)."""
+    import gc
+    import types
+
+    skip = (types.FunctionType, types.ModuleType, types.CodeType, type, types.BuiltinFunctionType)
+    found: set[str] = set()
+    seen: set[int] = set()
+    todo = [root]
+    while todo and len(seen) < 200_000:
+        item = todo.pop()
+        if id(item) in seen or isinstance(item, skip):
+            continue
+        seen.add(id(item))
+        if isinstance(item, str):
+            found.add(item)
+            continue
+        todo.extend(gc.get_referents(item))
+    return found
+
+
+def test_a_kept_record_holds_no_secret_even_before_anyone_reads_it(library: Any) -> None:
+    """The query records are built when first read; what waits for that is redacted already."""
+    User.objects.create_user("victim", password="correct horse")
+    client = Client()
+    assert client.login(username="victim", password="correct horse")
+    session_key = client.cookies["sessionid"].value
+    client.get("/whoami/")
+    record = latest_record()
+    assert "_build_queries" in record.__dict__, "the query records were built already"
+    held = _strings_held_by(record)
+    assert not any(session_key in text for text in held)
+    assert any("django_session" in text for text in held)  # the walk reached the queries
+    # Read, they are the redacted ones too.
+    session = [q for q in record.queries if "django_session" in q.sql]
+    assert session
+    assert all(set(q.params) == {REDACTED} for q in session)
+
+
 def test_a_password_hash_is_not_stored() -> None:
     user = User.objects.create_user("changer", password="old password")
     with recorded() as result:
