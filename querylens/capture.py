@@ -252,18 +252,23 @@ class Recorder:
             self.boundary = None
             self.task = None
 
-    def mark(self) -> tuple[int, int]:
-        """Where the recorder stands now, for ``tag_since``."""
-        return self.count, len(self.queries)
+    def mark(self) -> int:
+        """Where the recorder stands now (queries seen), for ``tag_since``."""
+        return self.count
 
-    def tag_batch_since(self, mark: tuple[int, int]) -> None:
+    def _stored_at(self, mark: int) -> int:
+        # Queries are stored until the cap, so the list's length at ``mark``
+        # was the smaller of the two: no tuple per descriptor access.
+        return min(mark, self.max_queries)
+
+    def tag_batch_since(self, mark: int) -> None:
         """Mark the queries stored since ``mark`` as batch loads (a prefetch)."""
-        for query in self.queries[mark[1] :]:
+        for query in self.queries[self._stored_at(mark) :]:
             query.batch = True
 
     def tag_since(
         self,
-        mark: tuple[int, int],
+        mark: int,
         relation: str,
         path: tuple[Segment, ...],
         weak_via: str | None,
@@ -275,9 +280,9 @@ class Recorder:
         Only queries without a relation yet are tagged, so the innermost
         lazy load wins. Returns whether any query ran since ``mark``.
         """
-        seen, stored = mark
-        if self.count == seen:
+        if self.count == mark:
             return False
+        stored = self._stored_at(mark)
         for query in self.queries[stored:]:
             if query.relation is None:
                 query.relation = relation
@@ -297,31 +302,46 @@ def current_recorder() -> Recorder | None:
 
 
 #: Recorders active now in this process (every thread and task), and what
-#: turns the relation hooks on and off (``querylens.relations``): they are in
-#: place only while at least one recording is active, so code outside any
-#: recording (a request left out by ``SAMPLE_RATE``, a management command)
-#: runs Django's own descriptors, not ours.
+#: turns the relation hooks on and off (``querylens.relations``). The hooks
+#: go in when a recording starts and stay while recordings follow one
+#: another (no cost per request for putting them in and out); the first
+#: unrecorded work after the last recording (a request left out by
+#: ``SAMPLE_RATE``) takes them out with ``settle()``, so it runs Django's
+#: own descriptors. A process that never records never has them.
 _active = 0
+_hooks_in = False
 _active_lock = threading.Lock()
 _switches: list[Callable[[bool], None]] = []
 
 
 def on_activity(switch: Callable[[bool], None]) -> None:
-    """Call ``switch(True)`` when recording starts in this process, ``switch(False)`` when none is left."""
+    """Call ``switch(True)`` when recording starts in this process, ``switch(False)`` on ``settle()``."""
     with _active_lock:
         _switches.append(switch)
-        if _active:
+        if _hooks_in:
             switch(True)
 
 
 def _count_activity(change: int) -> None:
-    global _active
+    global _active, _hooks_in
     with _active_lock:
-        before = _active
-        _active = max(0, before + change)
-        if (before == 0) != (_active == 0):
+        _active = max(0, _active + change)
+        if _active and not _hooks_in:
+            _hooks_in = True
             for switch in _switches:
-                switch(_active > 0)
+                switch(True)
+
+
+def settle() -> None:
+    """Take the hooks out if no recording is active: this work is not recorded."""
+    global _hooks_in
+    if not _hooks_in or _active:
+        return  # the common cases, without the lock
+    with _active_lock:
+        if _hooks_in and not _active:
+            _hooks_in = False
+            for switch in _switches:
+                switch(False)
 
 
 def recording_anywhere() -> bool:

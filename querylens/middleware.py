@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject, empty
 
-from querylens import lifecycle
+from querylens import capture, lifecycle
 from querylens.conf import conf
 from querylens.records import RequestRecord
 from querylens.storage import MemoryStorage, get_storage
@@ -79,6 +79,8 @@ class QueryLensMiddleware:
     def _start(self, request: HttpRequest) -> lifecycle.Recording | None:
         try:
             if lifecycle.skip_reason(request.path) is not None or lifecycle.sampled_out():
+                # Not recorded: Django's own descriptors, not our hooks, serve it.
+                capture.settle()
                 return None
             # Our own frame: the stack walk stops there, because what lies
             # beyond (server, test client) is the same for every query.

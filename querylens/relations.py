@@ -51,6 +51,9 @@ from querylens.capture import (
 )
 from querylens.fixes import DeferredLoad, Refinement
 
+#: The active recorder's lookup, bound once: the descriptors call it on every access.
+_recorder = capture._current.get
+
 SINGLE = "single"
 MULTI = "multi"
 GENERIC = "generic"
@@ -189,32 +192,44 @@ def _single_loader(
 
     @functools.wraps(original)
     def __get__(self: Any, instance: Any, cls: Any = None) -> Any:
-        recorder = current_recorder()
+        recorder = _recorder()
         if recorder is None or instance is None:
             return original(self, instance, cls)
-        mark = recorder.mark()
-        value = None
+        mark = recorder.count
         try:
             value = original(self, instance, cls)
-            return value
-        finally:
-            # Cached accesses, by far the most common, cost nothing more.
-            if recorder.count != mark[0]:
-                try:
-                    attribute, kind = describe(self)
-                    # The object just loaded sits in the instance's cache now:
-                    # it says nothing about how the instance was reached.
-                    path, weak_via, root = origin(recorder, instance, skip=attribute)
-                    path = (*path, (attribute, kind))
-                    recorder.tag_since(
-                        mark, label_of(instance, attribute), path, weak_via, root=root
-                    )
-                    if value is not None:
-                        recorder.parents[id(value)] = (value, instance, attribute, kind)
-                except Exception:  # never let attribution break the user's code
-                    report_internal_error("naming the relation of a lazy load")
+        except BaseException:
+            # A reverse one-to-one with no row raises after its query ran.
+            if recorder.count != mark:
+                _name_single(recorder, mark, self, instance, None, describe)
+            raise
+        # Cached accesses, by far the most common, cost one comparison more.
+        if recorder.count != mark:
+            _name_single(recorder, mark, self, instance, value, describe)
+        return value
 
     return __get__
+
+
+def _name_single(
+    recorder: Recorder,
+    mark: int,
+    descriptor: Any,
+    instance: Any,
+    value: Any,
+    describe: Callable[[Any], tuple[str, str]],
+) -> None:
+    try:
+        attribute, kind = describe(descriptor)
+        # The object just loaded sits in the instance's cache now: it says
+        # nothing about how the instance was reached.
+        path, weak_via, root = origin(recorder, instance, skip=attribute)
+        path = (*path, (attribute, kind))
+        recorder.tag_since(mark, label_of(instance, attribute), path, weak_via, root=root)
+        if value is not None:
+            recorder.parents[id(value)] = (value, instance, attribute, kind)
+    except Exception:  # never let attribution break the user's code
+        report_internal_error("naming the relation of a lazy load")
 
 
 def _deferred_loader(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -229,7 +244,7 @@ def _deferred_loader(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return original(self, instance, cls)
         finally:
-            if recorder.count != mark[0]:
+            if recorder.count != mark:
                 try:
                     _name_deferred_load(recorder, mark, self.field, instance)
                 except Exception:
@@ -238,9 +253,7 @@ def _deferred_loader(original: Callable[..., Any]) -> Callable[..., Any]:
     return __get__
 
 
-def _name_deferred_load(
-    recorder: Recorder, mark: tuple[int, int], field: Any, instance: Any
-) -> None:
+def _name_deferred_load(recorder: Recorder, mark: int, field: Any, instance: Any) -> None:
     fields = instance._meta.concrete_fields
     present = instance.__dict__
     loaded = tuple(f.name for f in fields if f.attname in present and f.name != field.name)
@@ -358,7 +371,7 @@ def _tagged_execute_sql(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return original(self, *args, **kwargs)
         finally:
-            if recorder.count != mark[0]:
+            if recorder.count != mark:
                 try:
                     _name_manager_query(recorder, mark, self.query, tag)
                 except Exception:
@@ -369,7 +382,7 @@ def _tagged_execute_sql(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _name_manager_query(
     recorder: Recorder,
-    mark: tuple[int, int],
+    mark: int,
     query: Any,
     tag: tuple[Any, str, str, tuple[Any, ...]],
 ) -> None:

@@ -61,9 +61,10 @@ def _django_descriptors() -> dict[str, object]:
 @pytest.mark.usefixtures("library")
 def test_outside_recordings_django_runs_its_own_descriptors() -> None:
     """Code that is not recorded (a request left out by sampling, a command) pays nothing."""
-    from querylens import relations
+    from querylens import capture, relations
 
     _skip_if_recorded()
+    capture.settle()
     outside = _django_descriptors()
     assert not any(hasattr(method, "__wrapped__") for method in outside.values())
     with recorded() as result:
@@ -71,12 +72,16 @@ def test_outside_recordings_django_runs_its_own_descriptors() -> None:
         [book.author.name for book in Book.objects.all()]
     assert all(inside[name] is not outside[name] for name in outside), inside
     assert result.record.n_plus_one[0].relation == "tests.Book.author"
+    # The hooks stay for the next recording, until unrecorded work settles them.
+    assert relations._hooks_on
+    capture.settle()
     assert _django_descriptors() == outside
     assert not relations._hooks_on
 
 
 @pytest.mark.usefixtures("library")
 def test_a_related_manager_first_used_outside_a_recording_is_named_inside_one() -> None:
+    from querylens import capture
     from tests.models import Author
 
     _skip_if_recorded()
@@ -87,7 +92,8 @@ def test_a_related_manager_first_used_outside_a_recording_is_named_inside_one() 
     (group,) = result.record.n_plus_one
     assert group.relation == "tests.Author.books"
     assert group.suggestion == 'prefetch_related("books")'
-    # And Django's own method is back afterwards.
+    # And Django's own method is back once unrecorded work settles the hooks.
+    capture.settle()
     manager = type(Author.objects.first().books)  # type: ignore[union-attr]
     assert not hasattr(manager.get_queryset, "__wrapped__")
     assert "querylens" not in manager.get_queryset.__code__.co_filename
@@ -104,10 +110,12 @@ def test_nested_and_concurrent_recordings_keep_the_hooks_until_the_last_ends() -
     assert relations._hooks_on
     assert capture.recording_anywhere()
     second.__exit__(None, None, None)
+    capture.settle()  # one recording is still active: nothing happens
     assert relations._hooks_on
     first.__exit__(None, None, None)
-    assert not relations._hooks_on
     assert not capture.recording_anywhere()
+    capture.settle()
+    assert not relations._hooks_on
 
 
 @pytest.mark.usefixtures("library")

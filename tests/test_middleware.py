@@ -442,3 +442,24 @@ def test_a_finished_request_leaves_nothing_for_the_garbage_collector(
         assert made[0]() is None, "the recorder outlived its request"
     finally:
         gc.enable()
+
+
+def test_a_request_left_out_by_sampling_runs_djangos_own_descriptors(
+    client: Client, settings: Any
+) -> None:
+    from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
+
+    from querylens import capture, relations
+
+    if capture.recording_anywhere():
+        pytest.skip("this test is itself recorded (pytest --querylens)")
+    settings.QUERYLENS = {"HEADERS": "always"}
+    recorded = client.get("/fk_loop/")
+    assert recorded["X-QueryLens-NPlusOne"] == "1"
+    assert relations._hooks_on  # kept for the next recorded request
+    settings.QUERYLENS = {"HEADERS": "always", "SAMPLE_RATE": 0.0}
+    sampled_out = client.get("/fk_loop/")
+    assert "X-QueryLens-Request" not in sampled_out
+    assert sampled_out.content == recorded.content
+    assert not relations._hooks_on
+    assert not hasattr(ForwardManyToOneDescriptor.__get__, "__wrapped__")
