@@ -191,6 +191,8 @@ class Recorder:
         self.boundary: Any = None
         #: Outer parts of the stack already walked, by frame: see capture_stack.
         self.tails: dict[int, tuple[Any, int, tuple[RawFrame, ...]]] = {}
+        #: One copy of each distinct stack (and relation path) captured.
+        self.stacks: dict[tuple[RawFrame, ...], tuple[RawFrame, ...]] = {}
         #: Objects loaded lazily, by id: ``(obj, parent, attribute, kind)``.
         self.parents: dict[int, tuple[Any, Any, str, str]] = {}
         #: Recordings under way on this recorder, by ``id()`` of their scope
@@ -220,6 +222,9 @@ class Recorder:
             stack, instruction = capture_stack(
                 frame, self.stack_depth, self.task, self.boundary, self.tails, self.streams
             )
+            # A loop's queries have equal stacks: keep one, so the copies
+            # are freed at once instead of piling up for the collector.
+            stack = self.stacks.setdefault(stack, stack)
             if len(sql) > MAX_SQL_CHARS:
                 sql = truncated_sql(sql)
             if params is not None:
@@ -247,6 +252,7 @@ class Recorder:
         """
         self.tails.clear()
         if everything:
+            self.stacks.clear()
             self.parents.clear()
             self.streams.clear()
             self.boundary = None
@@ -283,6 +289,8 @@ class Recorder:
         if self.count == mark:
             return False
         stored = self._stored_at(mark)
+        # Every load of a loop names the same path: one copy is kept.
+        path = self.stacks.setdefault(path, path)  # type: ignore[arg-type]
         for query in self.queries[stored:]:
             if query.relation is None:
                 query.relation = relation
