@@ -191,8 +191,9 @@ class Recorder:
         self.boundary: Any = None
         #: Outer parts of the stack already walked, by frame: see capture_stack.
         self.tails: dict[int, tuple[Any, int, tuple[RawFrame, ...]]] = {}
-        #: One copy of each distinct stack (and relation path) captured.
+        #: One copy of each distinct stack and relation path captured.
         self.stacks: dict[tuple[RawFrame, ...], tuple[RawFrame, ...]] = {}
+        self.paths: dict[tuple[Segment, ...], tuple[Segment, ...]] = {}
         #: Objects loaded lazily, by id: ``(obj, parent, attribute, kind)``.
         self.parents: dict[int, tuple[Any, Any, str, str]] = {}
         #: Recordings under way on this recorder, by ``id()`` of their scope
@@ -253,6 +254,7 @@ class Recorder:
         self.tails.clear()
         if everything:
             self.stacks.clear()
+            self.paths.clear()
             self.parents.clear()
             self.streams.clear()
             self.boundary = None
@@ -290,7 +292,7 @@ class Recorder:
             return False
         stored = self._stored_at(mark)
         # Every load of a loop names the same path: one copy is kept.
-        path = self.stacks.setdefault(path, path)  # type: ignore[arg-type]
+        path = self.paths.setdefault(path, path)
         for query in self.queries[stored:]:
             if query.relation is None:
                 query.relation = relation
