@@ -190,6 +190,61 @@ def test_the_other_tools_are_measured_and_each_is_seen_at_work() -> None:
         assert "querylens/nplusone" not in ratios
 
 
+def test_the_admin_pages_are_timed_with_full_buffers() -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "testproject"), str(ROOT)]),
+        "QUERYLENS_RENDER_SIZES": "3x10,5x40",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.render"],
+        cwd=ROOT / "testproject",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout.strip().splitlines()[-1])["rows"]
+    assert [(row["records"], row["queries"]) for row in rows] == [(3, 10), (5, 40)]
+    for row in rows:
+        # Each page answered 200 (checked by the script) and took some time.
+        assert all(row[key] > 0 for key in ("hotspots_ms", "hotspots_json_ms", "requests_ms"))
+        assert row["request_ms"] > 0
+
+
+def test_the_load_test_runs_from_the_benchmark() -> None:
+    import shutil
+
+    result = run_benchmark(
+        "--rounds",
+        "1",
+        "--requests",
+        "1",
+        "--warmup",
+        "0",
+        "--pages",
+        "light",
+        "--variants",
+        "none,querylens",
+        "--scaling-rounds",
+        "0",
+        "--load",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr
+    if shutil.which("wrk") is None:
+        assert "load test: skipped (wrk is not installed" in result.stdout
+        return
+    assert "load test: gunicorn with 4 sync workers" in result.stdout
+    for mode in ("off", "memory", "cache", "sampled"):
+        line = re.search(rf"^  {mode} +([\d.]+) requests/s, .* (\d+) errors$", result.stdout, re.M)
+        assert line is not None, result.stdout
+        assert float(line.group(1)) > 0
+        assert line.group(2) == "0"
+
+
 def test_the_breakdown_diagnostic_times_every_part_it_names() -> None:
     result = subprocess.run(
         [

@@ -77,6 +77,10 @@ class Options:
     scaling_rounds: int = 5
     #: Requests per worker for the resident-memory figure (0: skip it).
     memory_requests: int = 0
+    #: Time the admin pages with a full buffer (``bench.render``).
+    render: bool = False
+    #: Seconds per run of the gunicorn load test (``tests/loadtest.py``); 0: skip it.
+    load_seconds: int = 0
 
 
 @dataclass
@@ -268,7 +272,74 @@ def run(options: Options, progress: IO[str] | None = None) -> dict[str, Any]:
     )
     results["scaling"] = scaling
     results["memory"] = memory
+    if options.render:
+        if progress:
+            progress.write("rendering the admin pages with full buffers\n")
+        results["render"] = render_pages()
+    if options.load_seconds:
+        if progress:
+            progress.write("load test: gunicorn, 4 workers, wrk on loopback\n")
+        results["load"] = load_test(options.load_seconds)
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
     return results
+
+
+def render_pages() -> dict[str, Any]:
+    """``bench.render`` in a process of its own, with the demo's settings (the admin)."""
+    env = {k: v for k, v in os.environ.items() if k not in _DISTORTING_ENV}
+    env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_DIR), str(REPO_ROOT)])
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.render"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise BenchmarkFailed(f"rendering the pages failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def load_test(seconds: int) -> dict[str, Any]:
+    """``tests/loadtest.py`` (gunicorn, 4 workers, wrk): medians per mode, or why it did not run."""
+    import shutil
+
+    if shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed (apt-get install wrk)"}
+    with tempfile.TemporaryDirectory(prefix="querylens-load-") as tmp:
+        out = Path(tmp) / "load.json"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.loadtest",
+                "--duration",
+                str(seconds),
+                "--runs",
+                "3",
+                "--json",
+                str(out),
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=seconds * 20 + 600,
+        )
+        if done.returncode != 0 or not out.exists():
+            return {"skipped": f"the load test failed: {(done.stderr or done.stdout)[-500:]}"}
+        runs = json.loads(out.read_text())
+    modes: dict[str, dict[str, float]] = {}
+    for mode in dict.fromkeys(run["mode"] for run in runs):
+        mine = [run for run in runs if run["mode"] == mode]
+        modes[mode] = {
+            key: statistics.median(run[key] for run in mine)
+            for key in ("requests_per_second", "p50_ms", "p99_ms", "cpu_ms_per_request")
+        }
+        modes[mode]["errors"] = sum(run["errors"] for run in mine)
+    return {"seconds": seconds, "runs": len(runs), "modes": modes}
 
 
 def _scaling(
@@ -525,6 +596,10 @@ def report(results: dict[str, Any]) -> str:
         lines += ["", *_scaling_table(results["scaling"])]
     if results.get("memory"):
         lines += ["", *_memory_lines(results["memory"])]
+    if results.get("render"):
+        lines += ["", *_render_lines(results["render"])]
+    if results.get("load"):
+        lines += ["", *_load_lines(results["load"])]
     lines.append(f"(took {results['elapsed_s']} s)")
     return "\n".join(lines)
 
@@ -545,6 +620,40 @@ def _scaling_table(scaling: dict[str, Any]) -> list[str]:
             f"{row['title']:<30} {row['none_ms']:>9.3f} {row['querylens_ms']:>13.3f} "
             f"{row['ratio']:>6.3f}x {_paired(row['paired']):>22} "
             f"{row['overhead_us_per_query']:>13.2f}"
+        )
+    return lines
+
+
+def _render_lines(render: dict[str, Any]) -> list[str]:
+    header = (
+        f"{'buffer':<28} {'hotspots':>9} {'hotspots JSON':>14} {'requests':>9} {'one request':>12}"
+    )
+    lines = [
+        f"admin pages with a full buffer, ms (median of {render['repeat']}, a superuser):",
+        header,
+        "-" * len(header),
+    ]
+    for row in render["rows"]:
+        label = f"{row['records']:,} records x {row['queries']:,} queries"
+        lines.append(
+            f"{label:<28} {row['hotspots_ms']:>9.1f} {row['hotspots_json_ms']:>14.1f} "
+            f"{row['requests_ms']:>9.1f} {row['request_ms']:>12.1f}"
+        )
+    return lines
+
+
+def _load_lines(load: dict[str, Any]) -> list[str]:
+    if "skipped" in load:
+        return [f"load test: skipped ({load['skipped']})"]
+    lines = [
+        f"load test: gunicorn with 4 sync workers, wrk on loopback, 21-query N+1 page, "
+        f"{load['seconds']} s runs, medians of {load['runs'] // max(len(load['modes']), 1)} runs:"
+    ]
+    for mode, figures in load["modes"].items():
+        lines.append(
+            f"  {mode:<8} {figures['requests_per_second']:>8.1f} requests/s, p50 "
+            f"{figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
+            f"{figures['cpu_ms_per_request']:.2f} CPU ms per request, {figures['errors']:.0f} errors"
         )
     return lines
 

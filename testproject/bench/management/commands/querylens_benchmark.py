@@ -109,6 +109,23 @@ class Command(BaseCommand):
             "(e.g. 20000; default 0: skipped)",
         )
         parser.add_argument(
+            "--render",
+            action="store_true",
+            help="also time the admin pages with full buffers of 100 and 1,000 records",
+        )
+        parser.add_argument(
+            "--load",
+            type=int,
+            default=0,
+            metavar="SECONDS",
+            help="also run the gunicorn load test (4 workers, wrk), SECONDS per run",
+        )
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="everything: --memory-requests 20000 --render --load 10",
+        )
+        parser.add_argument(
             "--db",
             help="SQLite file to use (created and seeded when missing; "
             "default: a new temporary file)",
@@ -140,7 +157,9 @@ class Command(BaseCommand):
             debug=options["debug"],
             alt=str(Path(options["alt"]).resolve()) if options["alt"] else None,
             scaling_rounds=options["scaling_rounds"],
-            memory_requests=options["memory_requests"],
+            memory_requests=options["memory_requests"] or (20000 if options["full"] else 0),
+            render=options["render"] or options["full"],
+            load_seconds=options["load"] or (10 if options["full"] else 0),
         )
         if settings.alt:
             if not (Path(settings.alt) / "querylens" / "__init__.py").exists():
