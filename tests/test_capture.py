@@ -142,3 +142,21 @@ def test_code_objects_are_forgotten_past_their_bound_and_verdicts_stay_right(
     assert group.relation == "tests.Book.author"
     assert group.callsite.file == "tests/test_capture.py"
     assert group.count == 6
+
+
+def test_a_hook_on_an_inherited_method_is_taken_out_without_leaving_a_copy() -> None:
+    from querylens.relations import _Patch
+
+    class Base:
+        def get(self) -> str:
+            return "base"
+
+    class Child(Base):
+        pass
+
+    patch = _Patch(Child, "get", lambda self: "hooked")
+    patch.apply(True)
+    assert Child().get() == "hooked"
+    patch.apply(False)
+    assert "get" not in Child.__dict__  # the base's method serves it again
+    assert Child().get() == "base"

@@ -94,3 +94,21 @@ def test_odd_params_become_json_safe(db: None) -> None:
     assert safe[:4] == ["2026-11-21", "1.50", "00000000-0000-0000-0000-000000000001", "<2 bytes>"]
     assert len(safe[4]) == 1001
     assert safe[5].startswith("<object object")
+
+
+@pytest.mark.django_db
+def test_a_record_whose_queries_are_not_built_yet_pickles_with_them() -> None:
+    import pickle
+
+    from querylens.testing import recorded
+    from tests.models import Publisher
+
+    Publisher.objects.create(name="Pickled")
+    with recorded() as result:
+        list(Publisher.objects.filter(name="Pickled"))
+    record = result.record
+    assert "_build_queries" in record.__dict__
+    copy = pickle.loads(pickle.dumps(record))
+    assert copy == record
+    assert [query.sql for query in copy.queries] == [query.sql for query in record.queries]
+    assert copy.queries[0].params == ["Pickled"]
