@@ -73,6 +73,8 @@ class Options:
     alt: str | None = None
     #: Peers whose worker could not start, with the reason.
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: Untimed requests at the start of each batch (the worker was idle before it).
+    batch_warmup: int = 3
     #: Rounds of the scaling section (0: skip it).
     scaling_rounds: int = 5
     #: Requests per worker for the resident-memory figure (0: skip it).
@@ -362,7 +364,7 @@ def _scaling(
         for number in range(options.scaling_rounds):
             order = list(pair) if number % 2 == 0 else list(reversed(pair))
             for worker in order:
-                worker.send({"page": path, "n": n})
+                worker.send({"page": path, "n": n, "warm": 1})
                 answer = worker.receive()
                 cpu[worker.variant].append(statistics.median(answer["cpu_ns"]) / 1e6)
         none_ms, querylens_ms = statistics.median(cpu["none"]), statistics.median(cpu["querylens"])
@@ -434,7 +436,7 @@ def _rounds(
         rng.shuffle(batches)
         for page, variant in batches:
             worker = by_variant[variant]
-            worker.send({"page": page, "n": options.requests})
+            worker.send({"page": page, "n": options.requests, "warm": options.batch_warmup})
             answer = worker.receive()
             gc_ms[page][variant] += answer["gc_ns"] / 1e6
             for clock in CLOCKS:
@@ -530,6 +532,7 @@ def _results(
             "debug": options.debug,
             "alt": options.alt,
             "unavailable": options.unavailable,
+            "batch_warmup": options.batch_warmup,
         },
         "machine": machine,
         "versions": {
@@ -554,7 +557,8 @@ def report(results: dict[str, Any]) -> str:
     lines = [
         f"querylens benchmark: {options['rounds']} rounds x {options['requests']} requests "
         f"per page and variant, interleaved (order shuffled per round, seed {options['seed']}), "
-        f"after {options['warmup']} warm-up requests per page",
+        f"after {options['warmup']} warm-up requests per page, and "
+        f"{options.get('batch_warmup', 0)} untimed ones at the start of each batch",
         f"machine: {machine['platform']}; {machine['cpu_model'] or 'unknown CPU'}; "
         f"{machine['cpu_count']} CPUs ({machine['cpu_usable']} usable); load average "
         f"{_load(machine['load_average'])} at start, {_load(machine['load_average_end'])} at end",
