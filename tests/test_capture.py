@@ -129,19 +129,28 @@ def test_code_objects_are_forgotten_past_their_bound_and_verdicts_stay_right(
         return [book.author.name for book in Book.objects.all()]  # the N+1 line
 
     generation = capture.code_generation
-    # A little room: the first new code objects of this test pass the bound.
-    bound = len(capture.code_objects) + 3
+    # The memory is full: the first code object learnt below makes it forget
+    # everything, then there is room for what this test runs.
+    bound = len(capture.code_objects) + 500
     monkeypatch.setattr(capture, "MAX_CODE_OBJECTS", bound)
+    filler = compile("pass", "<filler>", "exec")
+    for number in range(1, bound - len(capture.code_objects) + 1):
+        monkeypatch.setitem(capture.code_objects, -number, filler)
     with recorded() as result:
-        exec(compile("loop()", "<made at run time>", "exec"), {"loop": loop})
+        for number in range(3):
+            exec(compile("loop()", f"<made at run time {number}>", "exec"), {"loop": loop})
         loop()
-    assert capture.code_generation > generation
+    assert capture.code_generation == generation + 1
+    assert -1 not in capture.code_objects
     assert len(capture.code_objects) <= bound
-    groups = {group.callsite.line: group for group in result.record.n_plus_one if group.callsite}
-    (group,) = groups.values()
-    assert group.relation == "tests.Book.author"
-    assert group.callsite.file == "tests/test_capture.py"
-    assert group.count == 6
+    groups = result.record.n_plus_one
+    # The books listed three times from one line (the same query again), the
+    # authors of those three runs, and those of the direct call.
+    assert sorted(group.count for group in groups) == [3, 6, 18]
+    for group in groups:
+        assert group.callsite is not None
+        assert group.callsite.file == "tests/test_capture.py"
+    assert {group.relation for group in groups if group.count > 3} == {"tests.Book.author"}
 
 
 def test_a_hook_on_an_inherited_method_is_taken_out_without_leaving_a_copy() -> None:
