@@ -164,13 +164,13 @@ class CacheTimeout(Exception):
 
 
 class _BoundedCalls:
-    """Runs cache calls on a few daemon threads; the caller waits at most a bound.
+    """Runs cache reads on a few daemon threads; the caller waits at most a bound.
 
     A cache server that accepts connections and never answers would hold the
-    calling request for as long as the client's socket timeout, which
+    admin page reading it for as long as the client's socket timeout, which
     querylens does not control (it is the project's ``CACHES`` setting). Here
-    the request waits ``timeout`` at most; the stuck call goes on in its
-    thread. Each thread keeps its own cache client (``caches`` is per
+    the page waits ``timeout`` at most; the stuck call goes on in its
+    thread. (Writes never make a request wait: see ``_Writer``.) Each thread keeps its own cache client (``caches`` is per
     thread), so connections are reused. A full backlog is refused at once.
     Threads are started per process, so a fork (gunicorn's ``--preload``)
     gets its own.
