@@ -216,9 +216,6 @@ class RequestRecord:
         state.pop("_build_queries", None)
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     @property
     def n_plus_one_count(self) -> int:
         """N+1 groups, leaving out those an allow entry accepts."""
