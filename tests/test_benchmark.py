@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "testproject" / "manage.py"
 
 
+def run_quick_benchmark(*args: str, requests: int = 2) -> subprocess.CompletedProcess[str]:
+    """One round, ``requests`` per batch, no warm-up: the plumbing, not the figures."""
+    return run_benchmark("--rounds", "1", "--requests", str(requests), "--warmup", "0", *args)
+
+
 def run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
     # pytest-django exported the test settings; the command belongs to the demo.
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "testproject.settings"}
@@ -37,13 +42,7 @@ def run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_benchmark_prints_each_variant_and_the_ratios() -> None:
-    result = run_benchmark(
-        "--rounds",
-        "1",
-        "--requests",
-        "2",
-        "--warmup",
-        "0",
+    result = run_quick_benchmark(
         "--variants",
         "none,querylens,querylens-off,toolbar",
         "--scaling-rounds",
@@ -115,13 +114,7 @@ def test_benchmark_prints_each_variant_and_the_ratios() -> None:
 
 
 def test_benchmark_json_reports_the_sanity_checks() -> None:
-    result = run_benchmark(
-        "--rounds",
-        "1",
-        "--requests",
-        "2",
-        "--warmup",
-        "0",
+    result = run_quick_benchmark(
         "--pages",
         "nplusone",
         "--variants",
@@ -157,13 +150,7 @@ def test_benchmark_json_reports_the_sanity_checks() -> None:
 def test_the_other_tools_are_measured_and_each_is_seen_at_work() -> None:
     import django
 
-    result = run_benchmark(
-        "--rounds",
-        "1",
-        "--requests",
-        "2",
-        "--warmup",
-        "0",
+    result = run_quick_benchmark(
         "--pages",
         "nplusone",
         "--variants",
@@ -217,13 +204,7 @@ def test_the_admin_pages_are_timed_with_full_buffers() -> None:
 def test_the_load_test_runs_from_the_benchmark() -> None:
     import shutil
 
-    result = run_benchmark(
-        "--rounds",
-        "1",
-        "--requests",
-        "1",
-        "--warmup",
-        "0",
+    result = run_quick_benchmark(
         "--pages",
         "light",
         "--variants",
@@ -232,6 +213,7 @@ def test_the_load_test_runs_from_the_benchmark() -> None:
         "0",
         "--load",
         "1",
+        requests=1,
     )
     assert result.returncode == 0, result.stderr
     if shutil.which("wrk") is None:
