@@ -40,7 +40,7 @@ GROUPS_FOR = {
     "test": ["test"],
     "bench": ["test"],
     "docs": ["docs"],
-    "lint": ["lint"],
+    "lint": ["test", "lint"],  # mypy's Django plugin loads tests.settings and its apps
     "dist": ["release"],
 }
 #: How often a long, quiet install says it is still working (seconds).
