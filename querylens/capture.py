@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import sys
@@ -190,7 +191,7 @@ class Recorder:
         #: of the request and never a call site.
         self.boundary: Any = None
         #: Outer parts of the stack already walked, by frame: see capture_stack.
-        self.tails: dict[int, tuple[Any, int, tuple[RawFrame, ...]]] = {}
+        self.tails: dict[int, tuple[Any, tuple[RawFrame, ...]]] = {}
         #: One copy of each distinct stack and relation path captured.
         self.stacks: dict[tuple[RawFrame, ...], tuple[RawFrame, ...]] = {}
         self.paths: dict[tuple[Segment, ...], tuple[Segment, ...]] = {}
@@ -463,6 +464,10 @@ _TEMPLATE = 2
 #: asgiref's ``SyncToAsync.thread_handler``: below it, a thread runs sync code
 #: on behalf of a coroutine that awaits it.
 _BRIDGE = 3
+#: The project's code in a generator or coroutine: a call site like
+#: ``_USER``, but its callers change from one resumption to the next.
+_USER_RESUMABLE = 4
+_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 #: Kind of each code object seen, by ``id()``. A code object's own hash is
 #: computed from its bytecode and constants on every call, far too slow for
@@ -549,7 +554,7 @@ def _classify(code: CodeType) -> int:
     filename = code.co_filename
     if filename.startswith("<") or os.path.abspath(filename).startswith(_library):
         return _LIBRARY
-    return _USER
+    return _USER_RESUMABLE if code.co_flags & _RESUMABLE else _USER
 
 
 #: Whether a template file belongs to the project, by its path.
@@ -581,7 +586,7 @@ def capture_stack(
     depth: int,
     task: asyncio.Task[Any] | None = None,
     boundary: Any = None,
-    tails: dict[int, tuple[Any, int, tuple[RawFrame, ...]]] | None = None,
+    tails: dict[int, tuple[Any, tuple[RawFrame, ...]]] | None = None,
     streams: Sequence[Any] = (),
 ) -> tuple[tuple[RawFrame, ...], int]:
     """User and template frames from ``frame`` outwards, innermost first.
@@ -596,13 +601,16 @@ def capture_stack(
     thread's frames.
 
     ``tails`` remembers, for user and template frames, what lies beyond them.
-    A frame that is still executing the same instruction (``f_lasti``) has
-    the same callers as before, so the next query of a loop stops its walk
-    at the loop's frame instead of climbing to the middleware again.
+    While a function runs, its callers wait in their calls to it, at the
+    same lines: the next query run from a frame already walked (a loop's
+    frame, a view's frame at its next line) takes that frame's own line and
+    stops there instead of climbing to the middleware again. Frames of
+    generators and coroutines are not remembered: each resumption may come
+    from another caller.
     """
     stack: list[RawFrame] = []
     get_kind = _kinds.get
-    visited: list[tuple[Any, int, int]] = []  # (frame, f_lasti, len(stack) before it)
+    visited: list[tuple[Any, int]] = []  # (frame, len(stack) after its own entry)
     tail: tuple[RawFrame, ...] = ()
     instruction = -1
     while frame is not None and frame is not boundary:
@@ -611,15 +619,9 @@ def capture_stack(
         if kind is None:
             kind = _kind(code)
         if kind:  # _LIBRARY is 0: the common case costs one test
-            if kind == 1 and not stack and instruction < 0:
-                instruction = frame.f_lasti
-            if tails is not None and kind != 3:
-                known = tails.get(id(frame))
-                if known is not None and known[0] is frame and known[1] == frame.f_lasti:
-                    tail = known[2]
-                    break
-                visited.append((frame, frame.f_lasti, len(stack)))
-            if kind == 1:  # _USER
+            if kind == 1 or kind == 4:  # _USER, _USER_RESUMABLE
+                if instruction < 0 and not stack:
+                    instruction = frame.f_lasti
                 stack.append((id(code), frame.f_lineno))
             elif kind == 2:  # _TEMPLATE
                 node = frame.f_locals.get("self")
@@ -634,6 +636,13 @@ def capture_stack(
                         local.get("loop"), local.get("task_context"), task, boundary, streams
                     )
                 )
+            if tails is not None and kind < 3:
+                known = tails.get(id(frame))
+                # Frames remembered are kept alive, so an equal id is the same frame.
+                if known is not None and known[0] is frame:
+                    tail = known[1]
+                    break
+                visited.append((frame, len(stack)))
         frame = frame.f_back
     if tail:
         stack.extend(tail)
@@ -642,8 +651,8 @@ def capture_stack(
             # Frames made afresh per iteration pile up; the loop's own frame
             # is re-learnt by the next walk.
             tails.clear()
-        for seen_frame, lasti, position in visited:
-            tails[id(seen_frame)] = (seen_frame, lasti, tuple(stack[position:]))
+        for seen_frame, position in visited:
+            tails[id(seen_frame)] = (seen_frame, tuple(stack[position:]))
     return tuple(stack[:depth]), instruction
 
 
@@ -820,7 +829,7 @@ def _user_frames(frames: Iterator[FrameType]) -> list[RawFrame]:
         kind = _kinds.get(id(code))
         if kind is None:
             kind = _kind(code)
-        if kind == _USER:
+        if kind == _USER or kind == _USER_RESUMABLE:
             result.append((id(code), frame.f_lineno))
     return result
 

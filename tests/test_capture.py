@@ -169,3 +169,61 @@ def test_a_hook_on_an_inherited_method_is_taken_out_without_leaving_a_copy() -> 
     patch.apply(False)
     assert "get" not in Child.__dict__  # the base's method serves it again
     assert Child().get() == "base"
+
+
+def _lines(record: object) -> list[list[tuple[str, int]]]:
+    """Each query's call stack as (function, line), innermost first."""
+    return [
+        [(site.function, site.line) for site in query.stack]
+        for query in record.queries  # type: ignore[attr-defined]
+    ]
+
+
+def _line_of(marker: str) -> int:
+    """The line of this file that holds ``marker`` in a comment."""
+    from pathlib import Path
+
+    lines = Path(__file__).read_text().splitlines()
+    return next(number for number, text in enumerate(lines, 1) if text.endswith(f"# {marker}"))
+
+
+def _three_lines() -> None:
+    Book.objects.count()  # first line
+    Book.objects.exists()  # second line
+    Book.objects.first()  # third line
+
+
+def _rows() -> object:
+    for book in Book.objects.all():  # generator query
+        yield book
+        Book.objects.count()  # generator after yield
+
+
+@pytest.mark.usefixtures("library")
+def test_every_query_of_a_function_names_its_own_line_and_the_same_callers() -> None:
+    """Queries of one frame share what lies beyond it, never its own line."""
+    with recorded() as result:
+        _three_lines()  # the caller
+    caller = (
+        "test_every_query_of_a_function_names_its_own_line_and_the_same_callers",
+        _line_of("the caller"),
+    )
+    assert _lines(result.record) == [
+        [("_three_lines", _line_of("first line")), caller],
+        [("_three_lines", _line_of("second line")), caller],
+        [("_three_lines", _line_of("third line")), caller],
+    ]
+
+
+@pytest.mark.usefixtures("library")
+def test_a_generator_resumed_from_two_places_names_each_caller() -> None:
+    """A generator's callers change between resumptions: each query names the one of its time."""
+    test = "test_a_generator_resumed_from_two_places_names_each_caller"
+    with recorded() as result:
+        rows = _rows()
+        next(rows)  # first resumption
+        next(rows)  # second resumption
+    assert _lines(result.record) == [
+        [("_rows", _line_of("generator query")), (test, _line_of("first resumption"))],
+        [("_rows", _line_of("generator after yield")), (test, _line_of("second resumption"))],
+    ]
