@@ -139,7 +139,7 @@ def start(*, boundary: Any = None, scope: object = None) -> Recording:
             # test calling the client, say) is never its call site.
             active.boundary = boundary
     else:
-        capture.install_on_open_connections()
+        capture.install_in_this_thread()
         recorder = Recorder(max_queries=conf.MAX_QUERIES_PER_REQUEST, stack_depth=conf.STACK_DEPTH)
         try:
             recorder.task = asyncio.current_task()
