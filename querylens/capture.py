@@ -179,7 +179,15 @@ class Recorder:
         self.max_queries = max_queries
         self.stack_depth = stack_depth
         self.started = perf_counter()
-        self.queries: list[RawQuery] = []
+        #: The stored queries, as captured: ``(alias, sql, params, many,
+        #: start, duration, error, stack, instruction)``, and for a query no
+        #: user frame ran, its ``library_path`` and ``declaration`` too.
+        self.captured: list[tuple[Any, ...]] = []
+        #: What lazy loads taught about stored queries, by index:
+        #: ``(relation, path, weak_via, refinement, root)``.
+        self.tags: dict[int, tuple[Any, ...]] = {}
+        #: Indexes of the stored queries a prefetch ran (batch loads).
+        self.batches: set[int] = set()
         #: Every query seen, stored or not.
         self.count = 0
         #: Seconds spent in the database, over every query seen.
@@ -217,10 +225,10 @@ class Recorder:
         error: str | None,
         frame: FrameType | None,
     ) -> None:
-        query = None
+        row = None
         # Read without the lock: racing threads may at worst store one query
         # fewer than the cap; the count below stays exact.
-        if len(self.queries) < self.max_queries:
+        if len(self.captured) < self.max_queries:
             stack, instruction = capture_stack(
                 frame, self.stack_depth, self.task, self.boundary, self.tails, self.streams
             )
@@ -231,16 +239,71 @@ class Recorder:
                 sql = truncated_sql(sql)
             if params is not None:
                 params = kept_params(params, many)
-            query = RawQuery(alias, sql, params, many, start - self.started, duration, error, stack)
-            query.instruction = instruction
-            if not stack:
-                query.library_path = library_path(frame, self.boundary)
-                query.declaration = declaration(frame, self.boundary)
+            if stack:
+                row = (
+                    alias,
+                    sql,
+                    params,
+                    many,
+                    start - self.started,
+                    duration,
+                    error,
+                    stack,
+                    instruction,
+                )
+            else:
+                row = (
+                    alias,
+                    sql,
+                    params,
+                    many,
+                    start - self.started,
+                    duration,
+                    error,
+                    stack,
+                    instruction,
+                    library_path(frame, self.boundary),
+                    declaration(frame, self.boundary),
+                )
         with self._lock:
             self.count += 1
             self.db_time += duration
-            if query is not None and len(self.queries) < self.max_queries:
-                self.queries.append(query)
+            if row is not None and len(self.captured) < self.max_queries:
+                self.captured.append(row)
+
+    @property
+    def queries(self) -> list[RawQuery]:
+        """The stored queries as ``RawQuery`` objects, with what was learnt about them.
+
+        Built on each read (by the analysis, once per recording): during
+        the request each query is a plain tuple, which the garbage collector
+        stops tracking, not an object it must visit in every collection
+        until the request ends.
+        """
+        result = []
+        tags, batches = self.tags, self.batches
+        for index, row in enumerate(self.captured):
+            query = RawQuery(*row[:8])
+            query.instruction = row[8]
+            if len(row) > 9:
+                query.library_path, query.declaration = row[9], row[10]
+            tag = tags.get(index)
+            if tag is not None:
+                query.relation, query.path, query.weak_via, query.refinement, query.root = tag
+            query.batch = index in batches
+            result.append(query)
+        return result
+
+    def part(self, stored: int, seen: int, db_time: float) -> Recorder:
+        """A recorder holding what this one captured since ``(stored, seen, db_time)``."""
+        part = Recorder(max_queries=self.max_queries, stack_depth=self.stack_depth)
+        end = stored + self.max_queries
+        part.captured = self.captured[stored:end]
+        part.tags = {i - stored: tag for i, tag in self.tags.items() if stored <= i < end}
+        part.batches = {i - stored for i in self.batches if stored <= i < end}
+        part.count = self.count - seen
+        part.db_time = self.db_time - db_time
+        return part
 
     def release(self, *, everything: bool = False) -> None:
         """Drop the references to frames (and, with ``everything``, to objects) kept for the walk.
@@ -272,8 +335,7 @@ class Recorder:
 
     def tag_batch_since(self, mark: int) -> None:
         """Mark the queries stored since ``mark`` as batch loads (a prefetch)."""
-        for query in self.queries[self._stored_at(mark) :]:
-            query.batch = True
+        self.batches.update(range(self._stored_at(mark), len(self.captured)))
 
     def tag_since(
         self,
@@ -294,13 +356,11 @@ class Recorder:
         stored = self._stored_at(mark)
         # Every load of a loop names the same path: one copy is kept.
         path = self.paths.setdefault(path, path)
-        for query in self.queries[stored:]:
-            if query.relation is None:
-                query.relation = relation
-                query.path = path
-                query.weak_via = weak_via
-                query.refinement = refinement
-                query.root = root
+        tags = self.tags
+        tag = (relation, path, weak_via, refinement, root)
+        for index in range(stored, len(self.captured)):
+            if index not in tags:
+                tags[index] = tag
         return True
 
 
@@ -574,6 +634,17 @@ def _classify(code: CodeType) -> int:
     return _USER_RESUMABLE if code.co_flags & _RESUMABLE else _USER
 
 
+def _plain(name: Any) -> str:
+    """``name`` as a plain ``str``.
+
+    Template names are often ``SafeString``: ``str()`` returns those as they
+    are, and the garbage collector tracks them (they are instances of a
+    class of Python's), so every stack, row and record holding one would
+    stay tracked for as long as the buffer keeps it.
+    """
+    return str.__str__(name) if isinstance(name, str) else str(name)
+
+
 #: Whether a template file belongs to the project, by its path.
 _template_files: dict[str, bool] = {}
 
@@ -645,7 +716,7 @@ def capture_stack(
                 token = getattr(node, "token", None)
                 origin = getattr(node, "origin", None)
                 if token is not None and origin is not None and _project_template(origin):
-                    stack.append((str(origin.template_name or origin.name), token.lineno))
+                    stack.append((_plain(origin.template_name or origin.name), token.lineno))
             else:  # _BRIDGE
                 local = frame.f_locals
                 stack.extend(

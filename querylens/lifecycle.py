@@ -131,7 +131,7 @@ def start(*, boundary: Any = None, scope: object = None) -> Recording:
             active,
             owner=False,
             scope=scope,
-            mark=(len(active.queries), active.count, active.db_time),
+            mark=(len(active.captured), active.count, active.db_time),
             outer_boundary=active.boundary,
         )
         if boundary is not None:
@@ -157,13 +157,7 @@ def _own_part(recording: Recording) -> Recorder:
     recorder = recording.recorder
     if not recording.nested:
         return recorder
-    stored, seen, db_time = recording.mark
-    cap = conf.MAX_QUERIES_PER_REQUEST
-    part = Recorder(max_queries=cap, stack_depth=recorder.stack_depth)
-    part.queries = recorder.queries[stored : stored + cap]
-    part.count = recorder.count - seen
-    part.db_time = recorder.db_time - db_time
-    return part
+    return recorder.part(*recording.mark)
 
 
 def stop(recording: Recording) -> None:
