@@ -917,7 +917,7 @@ def _user_frames(frames: Iterator[FrameType]) -> list[RawFrame]:
         kind = _kinds.get(id(code))
         if kind is None:
             kind = _kind(code)
-        if kind == _USER or kind == _USER_RESUMABLE:
+        if kind in (_USER, _USER_RESUMABLE):
             result.append((id(code), frame.f_lineno))
     return result
 

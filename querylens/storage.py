@@ -8,6 +8,7 @@ built once per settings value.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -142,9 +143,11 @@ def reset_storage() -> None:
         _storage = None
 
 
-def _unreachable_errors() -> tuple[type[BaseException], ...]:
+@functools.cache
+def _unreachable() -> tuple[type[BaseException], ...]:
     # Exceptions meaning "the cache server did not answer", as opposed to "it
-    # answered something unreadable". Redis's are not OSErrors.
+    # answered something unreadable". Redis's are not OSErrors. Looked up on
+    # first use: a process storing in memory never imports redis for us.
     errors: list[type[BaseException]] = [OSError]
     try:
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -154,9 +157,6 @@ def _unreachable_errors() -> tuple[type[BaseException], ...]:
     else:
         errors += [RedisConnectionError, RedisTimeoutError]
     return tuple(errors)
-
-
-_UNREACHABLE = _unreachable_errors()
 
 
 class CacheTimeout(Exception):
@@ -568,7 +568,7 @@ class CacheStorage(BaseStorage):
             return {}
         try:
             return cache.get_many(keys)
-        except _UNREACHABLE as exc:
+        except _unreachable() as exc:
             raise StorageError(f"cache {self.alias!r} is unavailable: {exc}") from exc
         except Exception:
             # One unreadable value (a pickle the backend cannot load) fails
@@ -578,7 +578,7 @@ class CacheStorage(BaseStorage):
         for key in keys:
             try:
                 value = cache.get(key)
-            except _UNREACHABLE as exc:
+            except _unreachable() as exc:
                 raise StorageError(f"cache {self.alias!r} is unavailable: {exc}") from exc
             except Exception:
                 continue

@@ -265,3 +265,39 @@ def test_a_user_set_directly_by_an_auth_layer_counts(settings: Any) -> None:
     request = HttpRequest()
     request.method, request.path = "GET", "/api/"
     assert "X-QueryLens-Queries" not in QueryLensMiddleware(anonymous_view)(request)
+
+
+_LEAN_PROCESS = """
+import sys
+import django
+from django.conf import settings
+
+settings.configure(
+    INSTALLED_APPS=[
+        "django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
+        "django.contrib.sessions", "django.contrib.messages", "querylens",
+    ],
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
+    MIDDLEWARE=["querylens.middleware.QueryLensMiddleware"],
+    ROOT_URLCONF="querylens.urls",
+)
+django.setup()
+from django.template import engines
+engines["django"].engine.template_libraries  # every app's template tags, ours too
+import querylens.admin, querylens.middleware, querylens.panels, querylens.storage, querylens.views
+print(sorted(name for name in ("pygments", "redis") if name in sys.modules))
+from querylens.formatting import highlight_sql
+print("<span" in highlight_sql("select 1"), "pygments" in sys.modules)
+"""
+
+
+def test_a_process_that_shows_no_page_imports_neither_pygments_nor_redis() -> None:
+    """Their modules would stay in memory for every full garbage collection to visit."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _LEAN_PROCESS], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == ["[]", "True True"]
