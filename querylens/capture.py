@@ -225,7 +225,7 @@ class Recorder:
         error: str | None,
         frame: FrameType | None,
     ) -> None:
-        row = None
+        row: tuple[Any, ...] | None = None
         # Read without the lock: racing threads may at worst store one query
         # fewer than the cap; the count below stays exact.
         if len(self.captured) < self.max_queries:
