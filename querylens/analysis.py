@@ -61,7 +61,7 @@ def build_record(
     raw = list(recorder.queries)
     _forget_forgotten_code()
     queries = Facts(raw, redactor())
-    duplicates = duplicate_groups(raw, queries)
+    duplicates = duplicate_sets(raw)
     groups = n_plus_one_groups(raw, queries, threshold)
     if admin is not None:
         adapt_to_admin(groups, admin)
@@ -76,8 +76,7 @@ def build_record(
         duration_ms=round(duration_ms, 3),
         db_time_ms=round(recorder.db_time * 1000, 3),
         query_count=recorder.count,
-        duplicate_count=sum(group.count - 1 for group in duplicates),
-        duplicates=duplicates,
+        duplicate_count=sum(len(indexes) - 1 for indexes in duplicates),
         n_plus_one=groups,
         truncated=recorder.count - len(raw),
     )
@@ -85,6 +84,7 @@ def build_record(
     # parameters as JSON) is built when something reads ``record.queries``
     # (a page, the panel, a shared storage's writer thread), not in the request.
     record.defer_queries(functools.partial(queries.records, record_params))
+    record.defer_duplicates(functools.partial(duplicate_groups, duplicates, queries))
     return record
 
 
@@ -150,20 +150,24 @@ class Facts:
         ]
 
 
-def duplicate_groups(raw: Sequence[RawQuery], queries: Facts) -> list[DuplicateGroup]:
-    """Queries whose alias, SQL and params equal an earlier query's."""
+def duplicate_sets(raw: Sequence[RawQuery]) -> list[tuple[int, ...]]:
+    """Indexes of the queries whose alias, SQL and params equal an earlier query's."""
     seen: dict[tuple[str, str, Any], list[int]] = {}
     for index, query in enumerate(raw):
         seen.setdefault((query.alias, query.sql, _params_key(query.params)), []).append(index)
+    return [tuple(indexes) for indexes in seen.values() if len(indexes) > 1]
+
+
+def duplicate_groups(sets: Sequence[tuple[int, ...]], queries: Facts) -> list[DuplicateGroup]:
+    """The ``duplicate_sets`` as the record's groups (built when ``record.duplicates`` is read)."""
     return [
         DuplicateGroup(
-            fingerprint=queries[indexes[0]].fingerprint,
+            fingerprint=queries.fingerprints[indexes[0]],
             count=len(indexes),
-            sql=queries[indexes[0]].sql,
-            query_indexes=indexes,
+            sql=queries.sqls[indexes[0]],
+            query_indexes=list(indexes),
         )
-        for indexes in seen.values()
-        if len(indexes) > 1
+        for indexes in sets
     ]
 
 

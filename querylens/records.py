@@ -209,11 +209,22 @@ class RequestRecord:
         self.__dict__.pop("_queries", None)
         self.__dict__["_build_queries"] = build
 
+    def defer_duplicates(self, build: Callable[[], list[DuplicateGroup]]) -> None:
+        """Let ``duplicates`` be built by ``build`` when first read (``duplicate_count`` is set now).
+
+        A buffer of records then holds each group as a tuple of indexes,
+        which the garbage collector stops tracking, not as two objects it
+        visits in every full collection.
+        """
+        self.__dict__.pop("_duplicates", None)
+        self.__dict__["_build_duplicates"] = build
+
     def __getstate__(self) -> dict[str, Any]:
-        # A deferred build is a closure: pickled, a record carries its queries.
+        # A deferred build is a closure: pickled, a record carries its lists.
         state = dict(self.__dict__)
-        state["_queries"] = self.queries
-        state.pop("_build_queries", None)
+        for name in _DEFERRED:
+            state[f"_{name}"] = getattr(self, name)
+            state.pop(f"_build_{name}", None)
         return state
 
     @property
@@ -288,24 +299,31 @@ class RequestRecord:
         )
 
 
-def _queries(record: RequestRecord) -> list[QueryRecord]:
-    state = record.__dict__
-    queries: list[QueryRecord] | None = state.get("_queries")
-    if queries is None:
-        build = state.get("_build_queries")
-        queries = build() if build is not None else []
-        # Two threads may build at once: both lists are equal, one is kept.
-        state["_queries"] = queries
-        state.pop("_build_queries", None)
-    return queries
+#: Fields whose value may be built when first read (``defer_queries``, ``defer_duplicates``).
+_DEFERRED = ("queries", "duplicates")
 
 
-def _set_queries(record: RequestRecord, queries: list[QueryRecord]) -> None:
-    record.__dict__["_queries"] = queries
-    record.__dict__.pop("_build_queries", None)
+def _deferred(name: str) -> property:
+    """A property over the dataclass field ``name`` whose list may be built on first read."""
+    kept, builder = f"_{name}", f"_build_{name}"
+
+    def get(record: RequestRecord) -> list[Any]:
+        state = record.__dict__
+        value: list[Any] | None = state.get(kept)
+        if value is None:
+            build = state.get(builder)
+            value = build() if build is not None else []
+            # Two threads may build at once: both lists are equal, one is kept.
+            state[kept] = value
+            state.pop(builder, None)
+        return value
+
+    def set_(record: RequestRecord, value: list[Any]) -> None:
+        record.__dict__[kept] = value
+        record.__dict__.pop(builder, None)
+
+    return property(get, set_)
 
 
-# A property over the dataclass field: the constructor, equality, repr and
-# dataclasses.replace() all go through it, so a deferred list is built when
-# any of them needs it.
-RequestRecord.queries = property(_queries, _set_queries)  # type: ignore[assignment]
+RequestRecord.queries = _deferred("queries")  # type: ignore[assignment]
+RequestRecord.duplicates = _deferred("duplicates")  # type: ignore[assignment]

@@ -97,7 +97,7 @@ def test_odd_params_become_json_safe(db: None) -> None:
 
 
 @pytest.mark.django_db
-def test_a_record_whose_queries_are_not_built_yet_pickles_with_them() -> None:
+def test_a_record_whose_queries_and_duplicates_are_not_built_yet_pickles_with_them() -> None:
     import pickle
 
     from querylens.testing import recorded
@@ -106,9 +106,16 @@ def test_a_record_whose_queries_are_not_built_yet_pickles_with_them() -> None:
     Publisher.objects.create(name="Pickled")
     with recorded() as result:
         list(Publisher.objects.filter(name="Pickled"))
+        list(Publisher.objects.filter(name="Pickled"))
     record = result.record
     assert "_build_queries" in record.__dict__
+    assert "_build_duplicates" in record.__dict__
+    assert record.duplicate_count == 1
     copy = pickle.loads(pickle.dumps(record))
     assert copy == record
     assert [query.sql for query in copy.queries] == [query.sql for query in record.queries]
     assert copy.queries[0].params == ["Pickled"]
+    (group,) = copy.duplicates
+    assert (group.count, group.query_indexes) == (2, [0, 1])
+    assert group.sql == copy.queries[0].sql
+    assert group.fingerprint == copy.queries[0].fingerprint

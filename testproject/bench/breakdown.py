@@ -115,7 +115,7 @@ def instrument(timers: Timers) -> None:
     )
     timers.wrap(lifecycle, "finish_request", "  finish_request (analysis)")
     timers.wrap(analysis, "_query_record", "    _query_record (x queries)")
-    timers.wrap(analysis, "duplicate_groups", "    duplicate_groups")
+    timers.wrap(analysis, "duplicate_sets", "    duplicate_sets")
     timers.wrap(analysis, "n_plus_one_groups", "    n_plus_one_groups")
     timers.wrap(lifecycle, "store", "  store (ring buffer)")
     timers.wrap(middleware, "add_headers", "  add_headers")
