@@ -103,7 +103,18 @@ class Facts:
     stack, relation), never the raw parameters.
     """
 
-    __slots__ = ("errors", "fingerprints", "params", "rows", "sqls")
+    __slots__ = (
+        "aliases",
+        "durations",
+        "errors",
+        "fingerprints",
+        "manys",
+        "params",
+        "relations",
+        "sqls",
+        "stacks",
+        "starts",
+    )
 
     def __init__(self, raw: Sequence[RawQuery], redact: Redactor | None) -> None:
         self.fingerprints = [fingerprint(query.sql) for query in raw]
@@ -121,15 +132,17 @@ class Facts:
                 if plan(query.sql) is not None:
                     sqls[index] = redact.sql(query.sql)
                     params[index] = redact.params(query.sql, query.params, query.many)
-        # Plain tuples of strings and numbers: the garbage collector stops
-        # tracking them, so a buffer of records costs it little.
-        self.rows = [
-            (query.alias, query.duration, query.start, query.stack, query.relation, query.many)
-            for query in raw
-        ]
+        # One list per column, not one tuple per query: a buffered record
+        # holds a handful of objects for the garbage collector to visit.
+        self.aliases = [query.alias for query in raw]
+        self.durations = [query.duration for query in raw]
+        self.starts = [query.start for query in raw]
+        self.stacks = [query.stack for query in raw]
+        self.relations = [query.relation for query in raw]
+        self.manys = [query.many for query in raw]
 
     def __getitem__(self, index: int) -> _Fact:
-        stack = self.rows[index][3]
+        stack = self.stacks[index]
         return _Fact(
             self.fingerprints[index], self.sqls[index], call_stack(stack)[0] if stack else None
         )
@@ -140,13 +153,20 @@ class Facts:
         return [
             _query_record(
                 index,
-                row,
+                (
+                    self.aliases[index],
+                    self.durations[index],
+                    self.starts[index],
+                    self.stacks[index],
+                    self.relations[index],
+                    self.manys[index],
+                ),
                 self.sqls[index],
                 _json_params(self.params[index]) if record_params else None,
                 self.errors[index],
                 self.fingerprints[index],
             )
-            for index, row in enumerate(self.rows)
+            for index in range(len(self.sqls))
         ]
 
 
