@@ -294,10 +294,14 @@ class Recorder:
             result.append(query)
         return result
 
-    def part(self, stored: int, seen: int, db_time: float) -> Recorder:
-        """A recorder holding what this one captured since ``(stored, seen, db_time)``."""
-        part = Recorder(max_queries=self.max_queries, stack_depth=self.stack_depth)
-        end = stored + self.max_queries
+    def part(self, stored: int, seen: int, db_time: float, *, cap: int) -> Recorder:
+        """A recorder holding what this one captured since ``(stored, seen, db_time)``.
+
+        At most ``cap`` queries: the nested recording's own
+        ``MAX_QUERIES_PER_REQUEST``, which may be lower than this one's.
+        """
+        part = Recorder(max_queries=cap, stack_depth=self.stack_depth)
+        end = stored + cap
         part.captured = self.captured[stored:end]
         part.tags = {i - stored: tag for i, tag in self.tags.items() if stored <= i < end}
         part.batches = {i - stored for i in self.batches if stored <= i < end}

@@ -157,7 +157,7 @@ def _own_part(recording: Recording) -> Recorder:
     recorder = recording.recorder
     if not recording.nested:
         return recorder
-    return recorder.part(*recording.mark)
+    return recorder.part(*recording.mark, cap=conf.MAX_QUERIES_PER_REQUEST)
 
 
 def stop(recording: Recording) -> None:

@@ -230,6 +230,19 @@ def test_queries_over_the_cap_are_counted_not_stored(client: Client, settings: o
     assert record.truncated == 4
 
 
+def test_a_request_inside_a_recorded_block_keeps_its_own_cap(
+    client: Client, settings: object
+) -> None:
+    """The request's part of a larger recording is cut at the request's cap, not the block's."""
+    from querylens.testing import recorded
+
+    with recorded() as outer:
+        settings.QUERYLENS = {"HEADERS": "always", "MAX_QUERIES_PER_REQUEST": 3}  # type: ignore[attr-defined]
+        record = record_of(client.get("/fk_loop/"))
+    assert (record.query_count, len(record.queries), record.truncated) == (7, 3, 4)
+    assert outer.record.query_count >= 7
+
+
 def test_params_are_not_kept_when_record_params_is_off(client: Client, settings: object) -> None:
     settings.QUERYLENS = {"HEADERS": "always", "RECORD_PARAMS": False}  # type: ignore[attr-defined]
     record = fetch(client, "fk_loop")
