@@ -239,32 +239,20 @@ class Recorder:
                 sql = truncated_sql(sql)
             if params is not None:
                 params = kept_params(params, many)
-            if stack:
-                row = (
-                    alias,
-                    sql,
-                    params,
-                    many,
-                    start - self.started,
-                    duration,
-                    error,
-                    stack,
-                    instruction,
-                )
-            else:
-                row = (
-                    alias,
-                    sql,
-                    params,
-                    many,
-                    start - self.started,
-                    duration,
-                    error,
-                    stack,
-                    instruction,
-                    library_path(frame, self.boundary),
-                    declaration(frame, self.boundary),
-                )
+            row = (
+                alias,
+                sql,
+                params,
+                many,
+                start - self.started,
+                duration,
+                error,
+                stack,
+                instruction,
+            )
+            if not stack:
+                # No user frame ran it: the library code path tells it apart.
+                row += (library_path(frame, self.boundary), declaration(frame, self.boundary))
         with self._lock:
             self.count += 1
             self.db_time += duration
