@@ -304,7 +304,11 @@ _DEFERRED = ("queries", "duplicates")
 
 
 def _deferred(name: str) -> property:
-    """A property over the dataclass field ``name`` whose list may be built on first read."""
+    """A property over the dataclass field ``name`` whose list may be built on first read.
+
+    The constructor, equality, repr and ``dataclasses.replace()`` all go
+    through it, so a deferred list is built when any of them needs it.
+    """
     kept, builder = f"_{name}", f"_build_{name}"
 
     def get(record: RequestRecord) -> list[Any]:
