@@ -58,7 +58,7 @@ def build_record(
     ``admin``: the Django admin page the request was, whose ModelAdmin is
     named where the admin's own code ran the queries.
     """
-    raw = list(recorder.queries)
+    raw = recorder.queries  # built afresh on each read: no copy needed
     _forget_forgotten_code()
     queries = Facts(raw, redactor())
     duplicates = duplicate_sets(raw)
