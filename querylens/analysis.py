@@ -21,6 +21,7 @@ from querylens.allow import AllowRule
 from querylens.allow import mark as mark_allowed
 from querylens.capture import (
     PLUMBING,
+    CapturedQueries,
     RawFrame,
     RawQuery,
     Recorder,
@@ -58,7 +59,7 @@ def build_record(
     ``admin``: the Django admin page the request was, whose ModelAdmin is
     named where the admin's own code ran the queries.
     """
-    raw = recorder.queries  # built afresh on each read: no copy needed
+    raw = CapturedQueries(recorder)
     _forget_forgotten_code()
     queries = Facts(raw, redactor())
     duplicates = duplicate_sets(raw)
@@ -116,30 +117,32 @@ class Facts:
         "starts",
     )
 
-    def __init__(self, raw: Sequence[RawQuery], redact: Redactor | None) -> None:
-        self.fingerprints = [fingerprint(query.sql) for query in raw]
-        self.sqls = sqls = [query.sql for query in raw]
-        self.params = params = [query.params for query in raw]
-        self.errors = errors = [query.error for query in raw]
+    def __init__(self, raw: CapturedQueries, redact: Redactor | None) -> None:
+        raw_sqls, raw_params = raw.sqls, raw.params
+        self.fingerprints = [fingerprint(sql) for sql in raw_sqls]
+        self.sqls = sqls = list(raw_sqls)
+        self.params = params = list(raw_params)
+        self.errors = errors = list(raw.errors)
         if redact is not None:
             # After the verdicts' inputs are taken (the real values), before
             # anything is kept. A statement's plan is cached by its text: for
             # the many that touch no secret, one dict lookup.
-            plan = redact.plan
-            for index, query in enumerate(raw):
-                if query.error is not None:
-                    errors[index] = redact.error(query.sql, query.params, query.many, query.error)
-                if plan(query.sql) is not None:
-                    sqls[index] = redact.sql(query.sql)
-                    params[index] = redact.params(query.sql, query.params, query.many)
-        # One list per column, not one tuple per query: a buffered record
-        # holds a handful of objects for the garbage collector to visit.
-        self.aliases = [query.alias for query in raw]
-        self.durations = [query.duration for query in raw]
-        self.starts = [query.start for query in raw]
-        self.stacks = [query.stack for query in raw]
-        self.relations = [query.relation for query in raw]
-        self.manys = [query.many for query in raw]
+            plan, manys = redact.plan, raw.manys
+            for index, sql in enumerate(raw_sqls):
+                error = errors[index]
+                if error is not None:
+                    errors[index] = redact.error(sql, raw_params[index], manys[index], error)
+                if plan(sql) is not None:
+                    sqls[index] = redact.sql(sql)
+                    params[index] = redact.params(sql, raw_params[index], manys[index])
+        # One sequence per column, not one tuple per query: a buffered
+        # record holds a handful of objects for the garbage collector to visit.
+        self.aliases = raw.aliases
+        self.durations = raw.durations
+        self.starts = raw.starts
+        self.stacks = raw.stacks
+        self.relations = raw.relations()
+        self.manys = raw.manys
 
     def __getitem__(self, index: int) -> _Fact:
         stack = self.stacks[index]
@@ -170,11 +173,12 @@ class Facts:
         ]
 
 
-def duplicate_sets(raw: Sequence[RawQuery]) -> list[tuple[int, ...]]:
+def duplicate_sets(raw: CapturedQueries) -> list[tuple[int, ...]]:
     """Indexes of the queries whose alias, SQL and params equal an earlier query's."""
     seen: dict[tuple[str, str, Any], list[int]] = {}
-    for index, query in enumerate(raw):
-        seen.setdefault((query.alias, query.sql, _params_key(query.params)), []).append(index)
+    keys = zip(raw.aliases, raw.sqls, map(_params_key, raw.params), strict=True)
+    for index, key in enumerate(keys):
+        seen.setdefault(key, []).append(index)
     return [tuple(indexes) for indexes in seen.values() if len(indexes) > 1]
 
 
@@ -191,13 +195,17 @@ def duplicate_groups(sets: Sequence[tuple[int, ...]], queries: Facts) -> list[Du
     ]
 
 
-def n_plus_one_groups(
-    raw: Sequence[RawQuery], queries: Facts, threshold: int
-) -> list[NPlusOneGroup]:
+def n_plus_one_groups(raw: CapturedQueries, queries: Facts, threshold: int) -> list[NPlusOneGroup]:
     """Queries with the same fingerprint from the same user call stack."""
     buckets: dict[tuple[str, str, tuple[RawFrame, ...], int], list[int]] = {}
-    for index, query in enumerate(raw):
-        if is_transaction_control(query.sql):
+    aliases, fingerprints, stacks, instructions = (
+        raw.aliases,
+        queries.fingerprints,
+        raw.stacks,
+        raw.instructions,
+    )
+    for index, sql in enumerate(raw.sqls):
+        if is_transaction_control(sql):
             # Savepoints get a new name each time; they are never the user's N+1.
             continue
         # Same SQL from the same user call stack; a query no user code ran
@@ -206,17 +214,18 @@ def n_plus_one_groups(
         # The instruction tells a loop (one instruction, again and again)
         # from a chain on one line (node.parent.parent: two instructions).
         key = (
-            query.alias,
-            queries.fingerprints[index],
-            query.stack or query.library_path,
-            query.instruction,
+            aliases[index],
+            fingerprints[index],
+            stacks[index] or raw.library_path(index),
+            instructions[index],
         )
         buckets.setdefault(key, []).append(index)
+    batches = raw.batches
     repeated = [
         indexes
         for indexes in buckets.values()
         # Batch loads (a chunked prefetch) repeat by design: not an N+1.
-        if len(indexes) >= threshold and not all(raw[i].batch for i in indexes)
+        if len(indexes) >= threshold and not all(i in batches for i in indexes)
     ]
     relations = {_relation_of(raw, indexes)[0] for indexes in repeated} - {None}
     groups = []
@@ -236,7 +245,7 @@ def n_plus_one_groups(
                 path,
                 relation=relation,
                 refinement=_refinement_of(raw, indexes, relation),
-                same_params=len({_params_key(raw[i].params) for i in indexes}) == 1,
+                same_params=len({_params_key(raw.params[i]) for i in indexes}) == 1,
                 form_choices=_in_form_choices(first),
                 # Writes from a template or from a package's own code: not a
                 # loop the project wrote, so no bulk_create() to paste.
@@ -252,7 +261,7 @@ def n_plus_one_groups(
             NPlusOneGroup(
                 fingerprint=queries[indexes[0]].fingerprint,
                 count=len(indexes),
-                total_ms=round(sum(raw[i].duration for i in indexes) * 1000, 3),
+                total_ms=round(sum(raw.durations[i] for i in indexes) * 1000, 3),
                 callsite=callsite,
                 relation=relation,
                 suggestion=fix.suggestion,
@@ -287,11 +296,13 @@ def package_of(query: RawQuery) -> str | None:
 
 
 def _refinement_of(
-    raw: Sequence[RawQuery], indexes: Sequence[int], relation: str | None
+    raw: CapturedQueries, indexes: Sequence[int], relation: str | None
 ) -> Refinement | None:
     for i in indexes:
-        if raw[i].relation == relation and raw[i].refinement is not None:
-            return raw[i].refinement  # type: ignore[no-any-return]
+        tag = raw.tags.get(i)
+        # A tag is (relation, path, weak_via, refinement, root).
+        if tag is not None and tag[0] == relation and tag[3] is not None:
+            return tag[3]  # type: ignore[no-any-return]
     return None
 
 
@@ -307,13 +318,14 @@ def _in_form_choices(query: RawQuery) -> bool:
     return False
 
 
-def _walks_up(raw: Sequence[RawQuery], indexes: Sequence[int]) -> bool:
+def _walks_up(raw: CapturedQueries, indexes: Sequence[int]) -> bool:
     """Whether the group follows one self-referencing relation deeper each time.
 
     ``while node.parent_id: node = node.parent`` loads ``parent``, then
     ``parent`` of that, and so on: paths of one repeated step, each longer.
     """
-    paths = [raw[i].path for i in indexes if raw[i].relation is not None]
+    tags = [raw.tags.get(i) for i in indexes]
+    paths = [tag[1] for tag in tags if tag is not None]
     if len(paths) < 2:
         return False
     lengths = [len(path) for path in paths]
@@ -321,18 +333,18 @@ def _walks_up(raw: Sequence[RawQuery], indexes: Sequence[int]) -> bool:
 
 
 def _relation_of(
-    raw: Sequence[RawQuery], indexes: Sequence[int]
+    raw: CapturedQueries, indexes: Sequence[int]
 ) -> tuple[str | None, tuple[Segment, ...], str | None, str | None]:
     """The most common relation among a group's queries, its path and root model."""
-    tagged = [raw[i] for i in indexes if raw[i].relation is not None]
-    if not tagged:
+    tags = [tag for tag in map(raw.tags.get, indexes) if tag is not None]
+    if not tags:
         return None, (), None, None
-    relation, _ = Counter(q.relation for q in tagged).most_common(1)[0]
-    first = next(q for q in tagged if q.relation == relation)
-    return relation, first.path, first.weak_via, first.root
+    relation, _ = Counter(tag[0] for tag in tags).most_common(1)[0]
+    _, path, weak_via, _refinement, root = next(tag for tag in tags if tag[0] == relation)
+    return relation, path, weak_via, root
 
 
-def source_query(raw: Sequence[RawQuery], indexes: Sequence[int], root: str | None) -> int | None:
+def source_query(raw: CapturedQueries, indexes: Sequence[int], root: str | None) -> int | None:
     """The query that loaded the objects the group loops over, if it can be told.
 
     The latest query before the group's first one that reads the root
@@ -350,8 +362,7 @@ def source_query(raw: Sequence[RawQuery], indexes: Sequence[int], root: str | No
     reads = re.compile(rf"\bFROM\s+[`\"]?{re.escape(table)}[`\"]?(?:\s|$)", re.IGNORECASE)
     members = set(indexes)
     for index in range(indexes[0] - 1, -1, -1):
-        query = raw[index]
-        if index not in members and not query.batch and reads.search(query.sql):
+        if index not in members and index not in raw.batches and reads.search(raw.sqls[index]):
             return index
     return None
 

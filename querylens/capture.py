@@ -263,24 +263,11 @@ class Recorder:
     def queries(self) -> list[RawQuery]:
         """The stored queries as ``RawQuery`` objects, with what was learnt about them.
 
-        Built on each read (by the analysis, once per recording): during
-        the request each query is a plain tuple, which the garbage collector
-        stops tracking, not an object it must visit in every collection
-        until the request ends.
+        Built on each read. The analysis reads ``CapturedQueries`` instead,
+        which builds an object only for the queries it looks at one by one.
         """
-        result = []
-        tags, batches = self.tags, self.batches
-        for index, row in enumerate(self.captured):
-            query = RawQuery(*row[:8])
-            query.instruction = row[8]
-            if len(row) > 9:
-                query.library_path, query.declaration = row[9], row[10]
-            tag = tags.get(index)
-            if tag is not None:
-                query.relation, query.path, query.weak_via, query.refinement, query.root = tag
-            query.batch = index in batches
-            result.append(query)
-        return result
+        captured = CapturedQueries(self)
+        return [captured[index] for index in range(len(captured))]
 
     def part(self, stored: int, seen: int, db_time: float, *, cap: int) -> Recorder:
         """A recorder holding what this one captured since ``(stored, seen, db_time)``.
@@ -354,6 +341,81 @@ class Recorder:
             if index not in tags:
                 tags[index] = tag
         return True
+
+
+class CapturedQueries:
+    """A recorder's stored queries, column by column, for the analysis.
+
+    During the request each query is a plain tuple, which the garbage
+    collector stops tracking, not an object it must visit in every
+    collection until the request ends. The passes over every query
+    (fingerprints, duplicates, N+1 buckets) read columns; a ``RawQuery``
+    is built only for a query read by index (``captured[i]``): the first
+    of an N+1 group, say.
+    """
+
+    __slots__ = (
+        "aliases",
+        "batches",
+        "durations",
+        "errors",
+        "instructions",
+        "manys",
+        "params",
+        "rows",
+        "sqls",
+        "stacks",
+        "starts",
+        "tags",
+    )
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.rows = rows = recorder.captured
+        self.tags = recorder.tags
+        self.batches = recorder.batches
+        # zip() stops at the shortest row: the nine columns every row has.
+        columns: list[tuple[Any, ...]] = list(zip(*rows, strict=False))[:9] if rows else [()] * 9
+        self.aliases: tuple[str, ...] = columns[0]
+        self.sqls: tuple[str, ...] = columns[1]
+        self.params: tuple[Any, ...] = columns[2]
+        self.manys: tuple[bool, ...] = columns[3]
+        self.starts: tuple[float, ...] = columns[4]
+        self.durations: tuple[float, ...] = columns[5]
+        self.errors: tuple[str | None, ...] = columns[6]
+        self.stacks: tuple[tuple[RawFrame, ...], ...] = columns[7]
+        self.instructions: tuple[int, ...] = columns[8]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> RawQuery:
+        row = self.rows[index]
+        query = RawQuery(*row[:8])
+        query.instruction = row[8]
+        if len(row) > 9:
+            query.library_path, query.declaration = row[9], row[10]
+        tag = self.tags.get(index)
+        if tag is not None:
+            query.relation, query.path, query.weak_via, query.refinement, query.root = tag
+        query.batch = index in self.batches
+        return query
+
+    def library_path(self, index: int) -> tuple[RawFrame, ...]:
+        """The library code path of a query no user frame ran (else ``()``)."""
+        row = self.rows[index]
+        return row[9] if len(row) > 9 else ()
+
+    def relation(self, index: int) -> str | None:
+        tag = self.tags.get(index)
+        return None if tag is None else tag[0]
+
+    def relations(self) -> list[str | None]:
+        """The relation of every query (None where no lazy load ran it)."""
+        found: list[str | None] = [None] * len(self.rows)
+        for index, tag in self.tags.items():
+            if index < len(found):
+                found[index] = tag[0]
+        return found
 
 
 _current: ContextVar[Recorder | None] = ContextVar("querylens_recorder", default=None)
