@@ -519,6 +519,11 @@ def execute_wrapper(
         try:
             if sql.__class__ is not str:
                 sql = _sql_text(sql, context)
+            frame: Any = sys._getframe(1)
+            if frame.f_code is _WITH_WRAPPERS:
+                # Django's cursor, called by CursorWrapper.execute(): the walk
+                # starts beyond those two frames, the same for every query.
+                frame = frame.f_back.f_back
             recorder.add(
                 context["connection"].alias,
                 sql,
@@ -527,12 +532,23 @@ def execute_wrapper(
                 start,
                 duration,
                 error,
-                sys._getframe(1),
+                frame,
             )
         except Exception:
             # The query ran (or raised its own error, which goes on up):
             # nothing of ours may change what the application sees.
             report_internal_error("recording a query")
+
+
+def _with_wrappers() -> CodeType | None:
+    """The code of Django's ``CursorWrapper._execute_with_wrappers`` (None if it moved)."""
+    from django.db.backends.utils import CursorWrapper
+
+    method = getattr(CursorWrapper, "_execute_with_wrappers", None)
+    return getattr(method, "__code__", None)
+
+
+_WITH_WRAPPERS = _with_wrappers()
 
 
 def _error_text(exc: Exception) -> str:
@@ -616,6 +632,14 @@ MAX_CODE_OBJECTS = 100_000
 code_generation = 0
 
 
+#: Files all of whose code is library code: the walk passes their frames
+#: on one set lookup by file name, without the code object's id. The two
+#: files holding a special code object (``_special``) are never in it.
+_library_files: set[str] = set()
+#: Bound of ``_library_files`` (an installed environment has a few thousand).
+MAX_LIBRARY_FILES = 20_000
+
+
 def _kind(code: CodeType) -> int:
     global code_generation
     if len(code_objects) >= MAX_CODE_OBJECTS:
@@ -625,6 +649,13 @@ def _kind(code: CodeType) -> int:
     kind = _classify(code)
     code_objects[id(code)] = code
     _kinds[id(code)] = kind
+    filename = code.co_filename
+    if (
+        kind == _LIBRARY
+        and filename not in _special_files
+        and len(_library_files) < MAX_LIBRARY_FILES
+    ):
+        _library_files.add(filename)
     return kind
 
 
@@ -674,11 +705,13 @@ def _special_codes() -> dict[CodeType, int]:
 
 
 _special: dict[CodeType, int] = {}
+_special_files: set[str] = set()
 
 
 def _classify(code: CodeType) -> int:
     if not _special:
         _special.update(_special_codes())
+        _special_files.update(special.co_filename for special in _special)
     special = _special.get(code)
     if special is not None:
         return special
@@ -752,15 +785,20 @@ def capture_stack(
     """
     stack: list[RawFrame] = []
     get_kind = _kinds.get
+    library_files = _library_files
     visited: list[tuple[Any, int]] = []  # (frame, len(stack) after its own entry)
     tail: tuple[RawFrame, ...] = ()
     instruction = -1
     while frame is not None and frame is not boundary:
         code = frame.f_code
+        if code.co_filename in library_files:
+            # Most frames of the walk (the ORM, Django): one lookup, no call.
+            frame = frame.f_back
+            continue
         kind = get_kind(id(code))
         if kind is None:
             kind = _kind(code)
-        if kind:  # _LIBRARY is 0: the common case costs one test
+        if kind:  # _LIBRARY is 0
             if kind == 1 or kind == 4:  # _USER, _USER_RESUMABLE
                 if instruction < 0 and not stack:
                     instruction = frame.f_lasti
