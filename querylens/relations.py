@@ -125,7 +125,9 @@ def install() -> None:
     _add_patch(
         rd.ForwardManyToOneDescriptor,
         "__get__",
-        lambda original: _single_loader(original, lambda d: (d.field.name, SINGLE)),
+        lambda original: _forward_loader(
+            original, _single_loader(original, lambda d: (d.field.name, SINGLE))
+        ),
     )
     _add_patch(
         rd.ReverseOneToOneDescriptor,
@@ -152,8 +154,8 @@ def install() -> None:
 
     from django.db.models.query_utils import DeferredAttribute
 
-    # Called only for a field missing from the instance (deferred by only()
-    # or defer()): loaded fields are found in the instance's __dict__ first.
+    # Loads a field missing from the instance (deferred by only() or
+    # defer()); also reads every foreign key column (``author_id``).
     _add_patch(DeferredAttribute, "__get__", _deferred_loader)
 
     from django.apps import apps
@@ -211,6 +213,27 @@ def _single_loader(
     return __get__
 
 
+def _forward_loader(original: Callable[..., Any], loader: Callable[..., Any]) -> Callable[..., Any]:
+    """``loader`` behind the forward relation's cache, read as Django reads it.
+
+    Most accesses of ``book.author`` find the author cached on the book
+    (``select_related``, an earlier access): Django's ``__get__`` then
+    returns that object, and so does this, without a call to it. Anything
+    else (no cached object, a cached None) goes to ``loader``, which runs
+    Django's own code.
+    """
+
+    @functools.wraps(original)
+    def __get__(self: Any, instance: Any, cls: Any = None) -> Any:
+        if instance is not None:
+            value = instance._state.fields_cache.get(self.field.cache_name)
+            if value is not None:
+                return value
+        return loader(self, instance, cls)
+
+    return __get__
+
+
 def _name_single(
     recorder: Recorder,
     mark: int,
@@ -237,7 +260,15 @@ def _deferred_loader(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def __get__(self: Any, instance: Any, cls: Any = None) -> Any:
-        recorder = current_recorder()
+        if instance is not None:
+            # A loaded field, as Django's own __get__ reads it. Foreign key
+            # columns (``author_id``) come here on every read: their
+            # descriptor has a __set__, so the instance's dict is not read first.
+            data = instance.__dict__
+            name = self.field.attname
+            if name in data:
+                return data[name]
+        recorder = _recorder()
         if recorder is None or instance is None:
             return original(self, instance, cls)
         mark = recorder.mark()

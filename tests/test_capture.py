@@ -227,3 +227,37 @@ def test_a_generator_resumed_from_two_places_names_each_caller() -> None:
         [("_rows", _line_of("generator query")), (test, _line_of("first resumption"))],
         [("_rows", _line_of("generator after yield")), (test, _line_of("second resumption"))],
     ]
+
+
+@pytest.mark.usefixtures("library")
+def test_inside_a_recording_relations_and_columns_read_as_django_reads_them() -> None:
+    """The hooks answer cached relations and loaded columns themselves: what Django would."""
+    from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
+
+    from tests.models import Author
+
+    with recorded() as result:
+        book = Book.objects.select_related("author").first()
+        assert book is not None
+        author = book.author
+        # Hooked while recording: these reads went through querylens's code.
+        assert hasattr(ForwardManyToOneDescriptor.__get__, "__wrapped__")
+        assert book.author is author
+        assert book.author_id == author.pk
+        assert book.author.name == author.name
+        count_after_cached_reads = result.recorder.count
+        # A cached None on a required relation raises, as Django's own code does.
+        book._state.fields_cache["author"] = None
+        with pytest.raises(Book.author.RelatedObjectDoesNotExist):
+            book.author  # noqa: B018
+        # A nullable relation cached as None is None, with no query.
+        lone = Author.objects.create(name="Nobody's", publisher=None)
+        assert lone.publisher is None
+        # Not cached: loaded by Django, and named.
+        fresh = Book.objects.only("title").get(pk=book.pk)
+        assert fresh.author.pk == author.pk
+    assert count_after_cached_reads == 1
+    # The first book, the new author, the book with only its title; then
+    # its deferred author_id column and its author, both loaded on access.
+    relations = [q.relation for q in result.record.queries]
+    assert relations == [None, None, None, "tests.Book.author", "tests.Book.author"]
