@@ -183,8 +183,22 @@ def install() -> None:
     capture.on_activity(_switch)
 
 
+#: ``app_label.Model`` by model class: Django's ``Options.label`` formats
+#: its string on every read, and every lazy load of a loop reads it.
+_model_labels: dict[type, str] = {}
+
+
+def model_label(model: type) -> str:
+    label = _model_labels.get(model)
+    if label is None:
+        label = model._meta.label  # type: ignore[attr-defined]
+        if len(_model_labels) < 10_000:  # model classes made at run time: bounded
+            _model_labels[model] = label
+    return label
+
+
 def label_of(instance: Any, attribute: str) -> str:
-    return f"{type(instance)._meta.label}.{attribute}"
+    return f"{model_label(type(instance))}.{attribute}"
 
 
 def _single_loader(
@@ -612,7 +626,7 @@ def origin(
             weak_via = label_of(parent, attribute)
         current = parent
     path.reverse()
-    return tuple(path), weak_via, type(current)._meta.label
+    return tuple(path), weak_via, model_label(type(current))
 
 
 def _reached_through(
