@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from querylens.conf import conf
 from querylens.records import NPlusOneGroup
 
 KEYS = frozenset({"relation", "callsite", "fingerprint", "reason"})
@@ -94,8 +95,6 @@ def rules(entries: Iterable[Any] | None) -> list[AllowRule]:
 
 def configured() -> list[AllowRule]:
     """The rules of ``QUERYLENS["ALLOW"]``."""
-    from querylens.conf import conf
-
     return rules(conf.ALLOW)
 
 

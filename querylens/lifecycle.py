@@ -26,6 +26,7 @@ from typing import Any
 from querylens import allow as allow_rules
 from querylens import capture
 from querylens.allow import AllowRule
+from querylens.analysis import build_record
 from querylens.capture import Recorder
 from querylens.conf import conf
 from querylens.frameworks import AdminPage, admin_page
@@ -141,10 +142,10 @@ def start(*, boundary: Any = None, scope: object = None) -> Recording:
     else:
         capture.install_in_this_thread()
         recorder = Recorder(max_queries=conf.MAX_QUERIES_PER_REQUEST, stack_depth=conf.STACK_DEPTH)
-        try:
-            recorder.task = asyncio.current_task()
-        except RuntimeError:  # no event loop in this thread
-            recorder.task = None
+        # current_task() raises without a running loop (sync code, the
+        # common case): an exception per request costs more than asking.
+        loop = asyncio._get_running_loop()
+        recorder.task = asyncio.current_task(loop) if loop is not None else None
         recorder.boundary = boundary
         recording = Recording(recorder, owner=True, scope=scope, token=capture.activate(recorder))
     if scope is not None:
@@ -216,8 +217,6 @@ def _build(
     allow: Sequence[AllowRule] | None,
     admin: AdminPage | None,
 ) -> RequestRecord:
-    from querylens.analysis import build_record
-
     return build_record(
         _own_part(recording),
         request_id=recording.request_id,

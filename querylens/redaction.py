@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from querylens.conf import conf
+
 REDACTED = "[redacted]"
 
 #: Words that make a column sensitive when its name contains one of them.
@@ -407,8 +409,6 @@ _redactors: dict[tuple[Any, ...], Redactor] = {}
 
 def redactor() -> Redactor | None:
     """The redactor for the current settings, or None when redaction is off."""
-    from querylens.conf import conf
-
     if not conf.REDACT:
         return None
     key = (tuple(conf.REDACT_COLUMNS), tuple(conf.REDACT_TABLES))
