@@ -752,6 +752,22 @@ def _project_template(origin: Any) -> bool:
     return known
 
 
+#: What the walk needs of a template's origin, by ``id()``: ``(origin, name)``
+#: with the plain name for a project template, None for a package's. The
+#: origin is kept, so an equal id is the same origin.
+_origins: dict[int, tuple[Any, str | None]] = {}
+
+
+def _learn_origin(origin: Any) -> tuple[Any, str | None]:
+    if len(_origins) >= 10_000:
+        # Loaders that parse templates anew on each request (no cached
+        # loader, in DEBUG) make new origins every time: start again.
+        _origins.clear()
+    name = _plain(origin.template_name or origin.name) if _project_template(origin) else None
+    known = _origins[id(origin)] = (origin, name)
+    return known
+
+
 #: Frames whose walk outwards is remembered, per request.
 _MAX_TAILS = 64
 
@@ -807,8 +823,12 @@ def capture_stack(
                 node = frame.f_locals.get("self")
                 token = getattr(node, "token", None)
                 origin = getattr(node, "origin", None)
-                if token is not None and origin is not None and _project_template(origin):
-                    stack.append((_plain(origin.template_name or origin.name), token.lineno))
+                if token is not None and origin is not None:
+                    learnt = _origins.get(id(origin))
+                    if learnt is None or learnt[0] is not origin:
+                        learnt = _learn_origin(origin)
+                    if learnt[1] is not None:
+                        stack.append((learnt[1], token.lineno))
             else:  # _BRIDGE
                 local = frame.f_locals
                 stack.extend(

@@ -205,7 +205,7 @@ class Worker:
         """Bytes and tracked objects per buffered record of the 100-query page; cache sizes."""
         import tracemalloc
 
-        from querylens import analysis, capture, fingerprint, formatting
+        from querylens import analysis, capture, fingerprint, formatting, relations
         from querylens.storage import get_storage
 
         storage = get_storage()
@@ -230,6 +230,9 @@ class Worker:
         caches = {
             "code objects": (len(capture.code_objects), capture.MAX_CODE_OBJECTS),
             "template files": (len(capture._template_files), 10_000),
+            "template origins": (len(capture._origins), 10_000),
+            "library files": (len(capture._library_files), capture.MAX_LIBRARY_FILES),
+            "model labels": (len(relations._model_labels), 10_000),
             "call-site lists": (len(analysis._stacks), 10_000),
             "call sites": (len(analysis._callsites), 50_000),
             "fingerprints": lru(fingerprint._fingerprint_short),
