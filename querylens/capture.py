@@ -199,10 +199,12 @@ class Recorder:
         #: of the request and never a call site.
         self.boundary: Any = None
         #: Outer parts of the stack already walked, by frame: see capture_stack.
-        self.tails: dict[int, tuple[Any, tuple[RawFrame, ...]]] = {}
+        self.tails: dict[int, tuple[Any, tuple[RawFrame, ...], int | None]] = {}
         #: One copy of each distinct stack and relation path captured.
         self.stacks: dict[tuple[RawFrame, ...], tuple[RawFrame, ...]] = {}
         self.paths: dict[tuple[Segment, ...], tuple[Segment, ...]] = {}
+        #: One copy of each distinct tag (a loop's lazy loads are tagged alike).
+        self.tag_copies: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         #: Objects loaded lazily, by id: ``(obj, parent, attribute, kind)``.
         self.parents: dict[int, tuple[Any, Any, str, str]] = {}
         #: Recordings under way on this recorder, by ``id()`` of their scope
@@ -298,6 +300,7 @@ class Recorder:
         if everything:
             self.stacks.clear()
             self.paths.clear()
+            self.tag_copies.clear()
             self.parents.clear()
             self.streams.clear()
             self.boundary = None
@@ -336,7 +339,13 @@ class Recorder:
         # Every load of a loop names the same path: one copy is kept.
         path = self.paths.setdefault(path, path)
         tags = self.tags
-        tag = (relation, path, weak_via, refinement, root)
+        tag: tuple[Any, ...] = (relation, path, weak_via, refinement, root)
+        try:  # noqa: SIM105 (suppress() is a context manager: slower, per lazy load)
+            # The copy made here is freed at once: one tuple fewer per lazy
+            # load for the garbage collector to count and visit.
+            tag = self.tag_copies.setdefault(tag, tag)
+        except TypeError:  # an unhashable refinement: keep this one
+            pass
         for index in range(stored, len(self.captured)):
             if index not in tags:
                 tags[index] = tag
@@ -777,7 +786,7 @@ def capture_stack(
     depth: int,
     task: asyncio.Task[Any] | None = None,
     boundary: Any = None,
-    tails: dict[int, tuple[Any, tuple[RawFrame, ...]]] | None = None,
+    tails: dict[int, tuple[Any, tuple[RawFrame, ...], int | None]] | None = None,
     streams: Sequence[Any] = (),
 ) -> tuple[tuple[RawFrame, ...], int]:
     """User and template frames from ``frame`` outwards, innermost first.
@@ -798,12 +807,19 @@ def capture_stack(
     stops there instead of climbing to the middleware again. Frames of
     generators and coroutines are not remembered: each resumption may come
     from another caller.
+
+    Each remembered frame also names the frame remembered right below it
+    (``(frame, tail, below)``). A walk that stops at a frame has not met
+    the frames remembered below it by the previous walk: those calls have
+    returned, and are forgotten, so the dead frames of a loop's iterations
+    are not kept (and tracked by the garbage collector) until a clear.
     """
     stack: list[RawFrame] = []
     get_kind = _kinds.get
     library_files = _library_files
     visited: list[tuple[Any, int]] = []  # (frame, len(stack) after its own entry)
     tail: tuple[RawFrame, ...] = ()
+    hit: tuple[Any, tuple[RawFrame, ...], int | None] | None = None
     instruction = -1
     while frame is not None and frame is not boundary:
         code = frame.f_code
@@ -840,19 +856,35 @@ def capture_stack(
                 known = tails.get(id(frame))
                 # Frames remembered are kept alive, so an equal id is the same frame.
                 if known is not None and known[0] is frame:
+                    hit = known
                     tail = known[1]
                     break
                 visited.append((frame, len(stack)))
         frame = frame.f_back
     if tail:
         stack.extend(tail)
-    if tails is not None and visited:
+    if tails is None:
+        return tuple(stack[:depth]), instruction
+    below: int | None
+    if hit is not None and hit[2] is not None:
+        below = hit[2]
+        while below is not None:  # returned calls: forgotten
+            gone = tails.pop(below, None)
+            below = None if gone is None else gone[2]
+        if not visited:
+            tails[id(hit[0])] = (hit[0], hit[1], None)
+    if visited:
         if len(tails) + len(visited) > _MAX_TAILS:
-            # Frames made afresh per iteration pile up; the loop's own frame
-            # is re-learnt by the next walk.
+            # A safety net (recursion, threads sharing a recorder): the
+            # frames still running are re-learnt by the next walk.
             tails.clear()
+            hit = None
+        below = None
         for seen_frame, position in visited:
-            tails[id(seen_frame)] = (seen_frame, tuple(stack[position:]))
+            tails[id(seen_frame)] = (seen_frame, tuple(stack[position:]), below)
+            below = id(seen_frame)
+        if hit is not None:
+            tails[id(hit[0])] = (hit[0], hit[1], below)
     return tuple(stack[:depth]), instruction
 
 

@@ -229,6 +229,37 @@ def test_a_generator_resumed_from_two_places_names_each_caller() -> None:
     ]
 
 
+def _one_count() -> None:
+    Book.objects.count()  # helper query
+
+
+@pytest.mark.usefixtures("library")
+def test_a_loop_of_calls_keeps_no_returned_frame_and_names_every_call() -> None:
+    """Frames of calls that returned are forgotten by the next walk, not kept until a clear."""
+    from querylens.capture import current_recorder
+
+    test = "test_a_loop_of_calls_keeps_no_returned_frame_and_names_every_call"
+    with recorded() as result:
+        recorder = current_recorder()
+        assert recorder is not None
+        kept = []
+        for _ in range(10):
+            _one_count()  # loop call
+            kept.append(
+                sum(entry[0].f_code is _one_count.__code__ for entry in recorder.tails.values())
+            )
+        Book.objects.exists()  # after the loop
+        kept_after = sum(
+            entry[0].f_code is _one_count.__code__ for entry in recorder.tails.values()
+        )
+    # Each call's frame is remembered until the next walk passes its caller:
+    # never more than the last one, and none once the caller queried itself.
+    assert kept == [1] * 10
+    assert kept_after == 0
+    expected = [[("_one_count", _line_of("helper query")), (test, _line_of("loop call"))]] * 10
+    assert _lines(result.record) == [*expected, [(test, _line_of("after the loop"))]]
+
+
 @pytest.mark.usefixtures("library")
 def test_inside_a_recording_relations_and_columns_read_as_django_reads_them() -> None:
     """The hooks answer cached relations and loaded columns themselves: what Django would."""
