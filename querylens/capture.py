@@ -414,10 +414,6 @@ class CapturedQueries:
         row = self.rows[index]
         return row[9] if len(row) > 9 else ()
 
-    def relation(self, index: int) -> str | None:
-        tag = self.tags.get(index)
-        return None if tag is None else tag[0]
-
     def relations(self) -> list[str | None]:
         """The relation of every query (None where no lazy load ran it)."""
         found: list[str | None] = [None] * len(self.rows)
