@@ -17,6 +17,7 @@ import os
 import sys
 import sysconfig
 import threading
+from _thread import get_ident
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -198,6 +199,12 @@ class Recorder:
         #: what lies beyond (server, test client) is the same for every query
         #: of the request and never a call site.
         self.boundary: Any = None
+        #: ``(frame, count, thread)`` while a relation descriptor loads an
+        #: object: the next query, if it is the ``count``-th seen and runs in
+        #: ``thread``, is the load's own, run by Django's code below
+        #: ``frame``; its walk starts at ``frame``, not ten frames lower
+        #: (``querylens.relations``).
+        self.walk_from: tuple[FrameType, int, int] | None = None
         #: Outer parts of the stack already walked, by frame: see capture_stack.
         self.tails: dict[int, tuple[Any, tuple[RawFrame, ...], int | None]] = {}
         #: One copy of each distinct stack and relation path captured.
@@ -297,6 +304,7 @@ class Recorder:
         when the last reference does, and the collector has no part in it.
         """
         self.tails.clear()
+        self.walk_from = None
         if everything:
             self.stacks.clear()
             self.paths.clear()
@@ -524,11 +532,21 @@ def execute_wrapper(
         try:
             if sql.__class__ is not str:
                 sql = _sql_text(sql, context)
-            frame: Any = sys._getframe(1)
-            if frame.f_code is _WITH_WRAPPERS:
-                # Django's cursor, called by CursorWrapper.execute(): the walk
-                # starts beyond those two frames, the same for every query.
-                frame = frame.f_back.f_back
+            walk_from = recorder.walk_from
+            if (
+                walk_from is not None
+                and walk_from[1] == recorder.count
+                and walk_from[2] == get_ident()
+            ):
+                # A relation's load (see Recorder.walk_from): every frame
+                # below is Django's, walking them would only find library code.
+                frame: Any = walk_from[0]
+            else:
+                frame = sys._getframe(1)
+                if frame.f_code is _WITH_WRAPPERS:
+                    # Django's cursor, called by CursorWrapper.execute(): the
+                    # walk starts beyond those two frames, the same for every query.
+                    frame = frame.f_back.f_back
             recorder.add(
                 context["connection"].alias,
                 sql,
@@ -813,7 +831,9 @@ def capture_stack(
     stack: list[RawFrame] = []
     get_kind = _kinds.get
     library_files = _library_files
-    visited: list[tuple[Any, int]] = []  # (frame, len(stack) after its own entry)
+    # (frame, where its tail starts): after its own entry for a user frame,
+    # whose line changes, before it for a template node, whose line does not.
+    visited: list[tuple[Any, int]] = []
     tail: tuple[RawFrame, ...] = ()
     hit: tuple[Any, tuple[RawFrame, ...], int | None] | None = None
     instruction = -1
@@ -827,11 +847,24 @@ def capture_stack(
         if kind is None:
             kind = _kind(code)
         if kind:  # _LIBRARY is 0
+            known = None
+            if tails is not None and kind < 3:
+                known = tails.get(id(frame))
+                # Frames remembered are kept alive, so an equal id is the same frame.
+                if known is not None and known[0] is not frame:
+                    known = None
             if kind == 1 or kind == 4:  # _USER, _USER_RESUMABLE
                 if instruction < 0 and not stack:
                     instruction = frame.f_lasti
                 stack.append((id(code), frame.f_lineno))
             elif kind == 2:  # _TEMPLATE
+                if known is not None:
+                    # A node's frame renders one node, at one line: its own
+                    # entry is remembered with what lies beyond it.
+                    hit = known
+                    tail = known[1]
+                    break
+                position = len(stack)
                 node = frame.f_locals.get("self")
                 token = getattr(node, "token", None)
                 origin = getattr(node, "origin", None)
@@ -841,6 +874,9 @@ def capture_stack(
                         learnt = _learn_origin(origin)
                     if learnt[1] is not None:
                         stack.append((learnt[1], token.lineno))
+                visited.append((frame, position))
+                frame = frame.f_back
+                continue
             else:  # _BRIDGE
                 local = frame.f_locals
                 stack.extend(
@@ -848,13 +884,11 @@ def capture_stack(
                         local.get("loop"), local.get("task_context"), task, boundary, streams
                     )
                 )
+            if known is not None:
+                hit = known
+                tail = known[1]
+                break
             if tails is not None and kind < 3:
-                known = tails.get(id(frame))
-                # Frames remembered are kept alive, so an equal id is the same frame.
-                if known is not None and known[0] is frame:
-                    hit = known
-                    tail = known[1]
-                    break
                 visited.append((frame, len(stack)))
         frame = frame.f_back
     if tail:

@@ -38,6 +38,7 @@ import functools
 import sys
 import threading
 import weakref
+from _thread import get_ident
 from collections.abc import Callable
 from typing import Any
 
@@ -212,6 +213,9 @@ def _single_loader(
         if recorder is None or instance is None:
             return original(self, instance, cls)
         mark = recorder.count
+        # The load's query is run by Django's code alone, below this call:
+        # its call-site walk may start at the caller (``Recorder.walk_from``).
+        recorder.walk_from = (sys._getframe(1), mark, get_ident())
         try:
             value = original(self, instance, cls)
         except BaseException:
@@ -219,6 +223,8 @@ def _single_loader(
             if recorder.count != mark:
                 _name_single(recorder, mark, self, instance, None, describe)
             raise
+        finally:
+            recorder.walk_from = None
         # Cached accesses, by far the most common, cost one comparison more.
         if recorder.count != mark:
             _name_single(recorder, mark, self, instance, value, describe)

@@ -292,3 +292,46 @@ def test_inside_a_recording_relations_and_columns_read_as_django_reads_them() ->
     # its deferred author_id column and its author, both loaded on access.
     relations = [q.relation for q in result.record.queries]
     assert relations == [None, None, None, "tests.Book.author", "tests.Book.author"]
+
+
+def _count_publishers(sender: object, **kwargs: object) -> None:
+    from tests.models import Publisher
+
+    Publisher.objects.count()  # receiver query
+
+
+@pytest.mark.usefixtures("library")
+def test_a_relation_load_is_named_by_its_read_and_a_receiver_inside_it_by_its_own_line() -> None:
+    """A lazy load's query takes the line that read the relation (its walk
+    starts there); a query a ``post_init`` receiver runs inside the same load
+    takes the receiver's line, as any other query does."""
+    from django.db.models.signals import post_init
+
+    from tests.models import Author
+
+    test = "test_a_relation_load_is_named_by_its_read_and_a_receiver_inside_it_by_its_own_line"
+    post_init.connect(_count_publishers, sender=Author)
+    try:
+        with recorded() as result:
+            for book in Book.objects.order_by("pk")[:3]:  # the books
+                _ = book.author  # the relation read
+    finally:
+        post_init.disconnect(_count_publishers, sender=Author)
+    per_book = [
+        [(test, _line_of("the relation read"))],
+        [("_count_publishers", _line_of("receiver query")), (test, _line_of("the relation read"))],
+    ]
+    assert _lines(result.record) == [[(test, _line_of("the books"))], *per_book * 3]
+    assert [q.relation for q in result.record.queries][1:3] == ["tests.Book.author"] * 2
+    # Two loops, each at its own line: the authors' loads, the receiver's counts.
+    sites = sorted(
+        (g.callsite.function, g.callsite.line, "COUNT" in g.sample_sql)
+        for g in result.record.n_plus_one
+        if g.callsite is not None
+    )
+    assert sites == sorted(
+        [
+            (test, _line_of("the relation read"), False),
+            ("_count_publishers", _line_of("receiver query"), True),
+        ]
+    )
