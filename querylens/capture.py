@@ -532,6 +532,7 @@ def execute_wrapper(
         try:
             if sql.__class__ is not str:
                 sql = _sql_text(sql, context)
+            connection = context["connection"]
             walk_from = recorder.walk_from
             if (
                 walk_from is not None
@@ -541,14 +542,17 @@ def execute_wrapper(
                 # A relation's load (see Recorder.walk_from): every frame
                 # below is Django's, walking them would only find library code.
                 frame: Any = walk_from[0]
+            elif _WITH_WRAPPERS is not None and connection.execute_wrappers[0] is execute_wrapper:
+                # First of the connection's wrappers: Django's
+                # CursorWrapper._execute_with_wrappers() calls this, and
+                # CursorWrapper.execute() calls that. The walk starts beyond
+                # those two frames, which are never looked at (nor made into
+                # frame objects for the garbage collector to count).
+                frame = sys._getframe(3)
             else:
                 frame = sys._getframe(1)
-                if frame.f_code is _WITH_WRAPPERS:
-                    # Django's cursor, called by CursorWrapper.execute(): the
-                    # walk starts beyond those two frames, the same for every query.
-                    frame = frame.f_back.f_back
             recorder.add(
-                context["connection"].alias,
+                connection.alias,
                 sql,
                 params,
                 many,

@@ -335,3 +335,41 @@ def test_a_relation_load_is_named_by_its_read_and_a_receiver_inside_it_by_its_ow
             ("_count_publishers", _line_of("receiver query"), True),
         ]
     )
+
+
+def _raw_select() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")  # raw cursor line
+
+
+@pytest.mark.usefixtures("library")
+def test_a_raw_cursor_query_is_named_by_its_line_however_the_cursor_is_wrapped() -> None:
+    """The walk skips Django's cursor frames: first wrapper, behind another, debug cursor."""
+
+    def other(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        return execute(sql, params, many, context)  # the project's own wrapper
+
+    test = "test_a_raw_cursor_query_is_named_by_its_line_however_the_cursor_is_wrapped"
+    with recorded() as result:
+        _raw_select()  # ours first
+        connection.execute_wrappers.insert(0, other)
+        try:
+            _raw_select()  # another wrapper first
+        finally:
+            connection.execute_wrappers.remove(other)
+        connection.force_debug_cursor = True
+        try:
+            _raw_select()  # debug cursor
+        finally:
+            connection.force_debug_cursor = False
+    raw = ("_raw_select", _line_of("raw cursor line"))
+    assert _lines(result.record) == [
+        [raw, (test, _line_of("ours first"))],
+        # A wrapper of the project's is a frame of the project's, like any other.
+        [
+            ("other", _line_of("the project's own wrapper")),
+            raw,
+            (test, _line_of("another wrapper first")),
+        ],
+        [raw, (test, _line_of("debug cursor"))],
+    ]
