@@ -127,7 +127,8 @@ def install() -> None:
         rd.ForwardManyToOneDescriptor,
         "__get__",
         lambda original: _forward_loader(
-            original, _single_loader(original, lambda d: (d.field.name, SINGLE))
+            original,
+            _single_loader(original, lambda d: (d.field.name, SINGLE), uncached=True),
         ),
     )
     _add_patch(
@@ -203,9 +204,16 @@ def label_of(instance: Any, attribute: str) -> str:
 
 
 def _single_loader(
-    original: Callable[..., Any], describe: Callable[[Any], tuple[str, str]]
+    original: Callable[..., Any],
+    describe: Callable[[Any], tuple[str, str]],
+    *,
+    uncached: bool = False,
 ) -> Callable[..., Any]:
-    """Wrap a descriptor ``__get__`` that may fetch one related object."""
+    """Wrap a descriptor ``__get__`` that may fetch one related object.
+
+    ``uncached``: only called when nothing is cached (``_forward_loader``
+    answers cached reads), so a query will run.
+    """
 
     @functools.wraps(original)
     def __get__(self: Any, instance: Any, cls: Any = None) -> Any:
@@ -213,9 +221,10 @@ def _single_loader(
         if recorder is None or instance is None:
             return original(self, instance, cls)
         mark = recorder.count
-        # The load's query is run by Django's code alone, below this call:
-        # its call-site walk may start at the caller (``Recorder.walk_from``).
-        recorder.walk_from = (sys._getframe(1), mark, get_ident())
+        if uncached:
+            # The load's query is run by Django's code alone, below this
+            # call: its walk starts at the caller (``Recorder.walk_from``).
+            recorder.walk_from = (sys._getframe(1), mark, get_ident())
         try:
             value = original(self, instance, cls)
         except BaseException:
