@@ -211,8 +211,9 @@ def _single_loader(
 ) -> Callable[..., Any]:
     """Wrap a descriptor ``__get__`` that may fetch one related object.
 
-    ``uncached``: only called when nothing is cached (``_forward_loader``
-    answers cached reads), so a query will run.
+    ``uncached``: called only when no object is cached (``_forward_loader``
+    answers those reads), so a load is about to run (or a cached None is
+    answered, with no query).
     """
 
     @functools.wraps(original)
