@@ -24,6 +24,7 @@ from typing import Any
 
 from django.core.cache import InvalidCacheBackendError, caches
 from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.redis import RedisCache
 from django.utils.module_loading import import_string
 
 from querylens.conf import conf
@@ -337,9 +338,9 @@ class CacheStorage(BaseStorage):
 
     Writing happens off the request: ``add()`` queues the record for this
     process's writer thread (``_Writer``) and returns. The writer takes up to
-    ``batch_size`` records at a time: one ``incr`` claims a sequence number
-    for each, one ``set_many`` (a single pipelined round trip on Django's
-    Redis backend) writes them all. A slot holds the compact form
+    ``batch_size`` records at a time: one increment claims a sequence number
+    for each, one ``set_many`` writes them all (on Django's Redis backend,
+    an ``INCRBY`` and one pipeline: two round trips a batch). A slot holds the compact form
     (``compact()``): each call site and stack once, queries as rows.
     When the cache is slower than the traffic or down, at most
     ``queue_size`` records wait; later ones are dropped and counted
@@ -491,13 +492,7 @@ class CacheStorage(BaseStorage):
     def _write_batch(self, items: list[tuple[str, str]]) -> None:
         """One ``incr`` claims a sequence number per record, one ``set_many`` writes them all."""
         cache = self._cache()
-        try:
-            last = int(cache.incr(self._counter_key, len(items)))
-        except ValueError:
-            # The first write ever (or the counter was evicted): create it.
-            # add() is atomic, so of several first writers only one sets it.
-            cache.add(self._counter_key, 0, timeout=None)
-            last = int(cache.incr(self._counter_key, len(items)))
+        last = _increment(cache, self._counter_key, len(items))
         values = {}
         for sequence, (request_id, text) in enumerate(items, start=last - len(items) + 1):
             # The record's JSON, made once, wrapped by hand.
@@ -508,12 +503,7 @@ class CacheStorage(BaseStorage):
             raise StorageError(f"the cache refused {', '.join(failed)}")
 
     def _report_drops(self, count: int) -> None:
-        cache = self._cache()
-        try:
-            cache.incr(self._dropped_key, count)
-        except ValueError:
-            cache.add(self._dropped_key, 0, timeout=None)
-            cache.incr(self._dropped_key, count)
+        _increment(self._cache(), self._dropped_key, count)
 
     # -- reading ----------------------------------------------------------
 
@@ -622,6 +612,27 @@ class CacheStorage(BaseStorage):
             cache.delete_many(keys)
         except Exception as exc:
             raise StorageError(f"cache {self.alias!r} could not be cleared: {exc}") from exc
+
+
+def _increment(cache: BaseCache, key: str, delta: int) -> int:
+    """Add ``delta`` to the counter ``key`` (made at 0 if missing); its new value.
+
+    On Django's Redis backend, one ``INCRBY``: the backend's own ``incr()``
+    first asks whether the key exists, a round trip of its own on every
+    batch. Elsewhere ``incr()``, and ``add()`` when the counter is missing
+    (the first write ever, or evicted): of several first writers only one
+    sets it, since ``add()`` is atomic.
+    """
+    if isinstance(cache, RedisCache):
+        client = cache._cache.get_client(write=True)
+        # The backend keeps integers as plain numbers, so get() and incr()
+        # read what INCRBY made.
+        return int(client.incrby(cache.make_and_validate_key(key), delta))
+    try:
+        return int(cache.incr(key, delta))
+    except ValueError:
+        cache.add(key, 0, timeout=None)
+        return int(cache.incr(key, delta))
 
 
 def _parse_owner(value: Any) -> tuple[int, str] | None:

@@ -944,3 +944,27 @@ def test_records_the_storage_could_not_take_are_counted_on_the_pages(
         assert report["dropped"] == 5 - len(stored_ids)
     finally:
         caches["redis"].delete_many(redis_keys(prefix))
+
+
+@pytest.mark.redis
+def test_a_batch_is_two_round_trips_to_redis(
+    storage: CacheStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One INCRBY claims the batch's sequence numbers, one pipeline writes it."""
+    from redis.connection import AbstractConnection
+
+    storage.write([make_record(0)])  # connects (and says hello) before counting
+    sent = []
+    original = AbstractConnection.send_packed_command
+
+    def counted(connection: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        original(connection, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    records = [make_record(n) for n in (1, 2, 3)]
+    assert storage.write(records) == 3
+    monkeypatch.undo()
+    assert len(sent) == 2
+    assert ids(storage.recent()) == ids([*reversed(records), make_record(0)])
+    assert caches["redis"].get(f"{storage.prefix}:n") == 4
