@@ -13,13 +13,20 @@ version agree to within a few thousand instructions::
     python testproject/bench/instructions.py --variants querylens --alt /tmp/old-checkout
 
 Instructions are not time: memory, caches and the garbage collector's share
-show in the benchmark's CPU time and only partly here. Needs valgrind
-(``apt-get install valgrind``); each count takes a minute or two.
+show in the benchmark's CPU time and only partly here. The collector is
+emptied (``gc.collect()``) before the counted requests, so a full collection,
+tens of millions of instructions that come every few hundred requests, does
+not fall inside one version's count and not the other's; young-generation
+collections, which come every request or few, are counted. ``--no-gc`` turns
+the collector off for the counted requests altogether.
+
+Needs valgrind (``apt-get install valgrind``); each count takes a minute or two.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import re
@@ -37,7 +44,7 @@ WARM_UP = 10
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
-def child(variant: str, page: str, requests: int, db: str, alt: str | None) -> None:
+def child(variant: str, page: str, requests: int, db: str, alt: str | None, no_gc: bool) -> None:
     """In the process valgrind runs: set up one variant and make the requests."""
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
     sys.path[:0] = [str(PROJECT_DIR), str(REPO_ROOT)]
@@ -47,11 +54,18 @@ def child(variant: str, page: str, requests: int, db: str, alt: str | None) -> N
 
     setup_django(variant, db)
     worker = Worker(variant)
-    for _ in range(WARM_UP + requests):
+    for _ in range(WARM_UP):
+        worker.request(page)
+    gc.collect()
+    if no_gc:
+        gc.disable()
+    for _ in range(requests):
         worker.request(page)
 
 
-def count(variant: str, page: str, requests: int, db: str, alt: str | None) -> int:
+def count(
+    variant: str, page: str, requests: int, db: str, alt: str | None, no_gc: bool = False
+) -> int:
     """Instructions of one run of ``child`` under callgrind."""
     command = [
         "valgrind",
@@ -64,6 +78,7 @@ def count(variant: str, page: str, requests: int, db: str, alt: str | None) -> i
         page,
         str(requests),
         db,
+        "no-gc" if no_gc else "gc",
     ]
     if alt:
         command.append(alt)
@@ -77,15 +92,18 @@ def count(variant: str, page: str, requests: int, db: str, alt: str | None) -> i
     return int(found.group(1))
 
 
-def per_request(variant: str, page: str, requests: int, db: str, alt: str | None) -> float:
-    return (count(variant, page, requests, db, alt) - count(variant, page, 0, db, alt)) / requests
+def per_request(
+    variant: str, page: str, requests: int, db: str, alt: str | None, no_gc: bool = False
+) -> float:
+    counted = count(variant, page, requests, db, alt, no_gc)
+    return (counted - count(variant, page, 0, db, alt, no_gc)) / requests
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        variant, page, requests, db, *alt = argv[1:]
-        child(variant, page, int(requests), db, alt[0] if alt else None)
+        variant, page, requests, db, collector, *alt = argv[1:]
+        child(variant, page, int(requests), db, alt[0] if alt else None, collector == "no-gc")
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default="none,querylens", help="comma-separated")
@@ -96,6 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--requests", type=int, default=20, help="counted requests per run")
     parser.add_argument("--alt", help="a checkout whose querylens the variant imports instead")
+    parser.add_argument(
+        "--no-gc",
+        action="store_true",
+        help="collect before the counted requests and turn the collector off for them",
+    )
     options = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -112,10 +135,15 @@ def main(argv: list[str] | None = None) -> None:
         ]
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
             results = pool.map(
-                lambda job: per_request(*job, options.requests, db, options.alt), jobs
+                lambda job: per_request(*job, options.requests, db, options.alt, options.no_gc),
+                jobs,
             )
             counted = dict(zip(jobs, results, strict=True))
-    print(f"instructions per request ({options.requests} after {WARM_UP}, minus none of them)")
+    collector = ", garbage collector off" if options.no_gc else ""
+    print(
+        f"instructions per request ({options.requests} after {WARM_UP}, minus none of them"
+        f"{collector})"
+    )
     for (variant, page), instructions in counted.items():
         base = counted.get(("none", page))
         extra = (
