@@ -339,9 +339,9 @@ class CacheStorage(BaseStorage):
     Writing happens off the request: ``add()`` queues the record for this
     process's writer thread (``_Writer``) and returns. The writer takes up to
     ``batch_size`` records at a time: one increment claims a sequence number
-    for each, one ``set_many`` writes them all (on Django's Redis backend,
-    an ``INCRBY`` and one pipeline: two round trips a batch). A slot holds the compact form
-    (``compact()``): each call site and stack once, queries as rows.
+    for each, one ``set_many`` writes them all (on Django's Redis backend, an
+    ``INCRBY`` and one pipeline: two round trips a batch). A slot holds the
+    compact form (``compact()``): each call site and stack once, queries as rows.
     When the cache is slower than the traffic or down, at most
     ``queue_size`` records wait; later ones are dropped and counted
     (``dropped()``, shown on the pages). Reads are two calls: ``recent()`` the
@@ -490,7 +490,7 @@ class CacheStorage(BaseStorage):
         return len(items)
 
     def _write_batch(self, items: list[tuple[str, str]]) -> None:
-        """One ``incr`` claims a sequence number per record, one ``set_many`` writes them all."""
+        """One increment claims a sequence number per record, one ``set_many`` writes them all."""
         cache = self._cache()
         last = _increment(cache, self._counter_key, len(items))
         values = {}
