@@ -861,6 +861,7 @@ def capture_stack(
                 if instruction < 0 and not stack:
                     instruction = frame.f_lasti
                 stack.append((id(code), frame.f_lineno))
+                position = len(stack)
             elif kind == 2:  # _TEMPLATE
                 if known is not None:
                     # A node's frame renders one node, at one line: its own
@@ -878,9 +879,6 @@ def capture_stack(
                         learnt = _learn_origin(origin)
                     if learnt[1] is not None:
                         stack.append((learnt[1], token.lineno))
-                visited.append((frame, position))
-                frame = frame.f_back
-                continue
             else:  # _BRIDGE
                 local = frame.f_locals
                 stack.extend(
@@ -888,12 +886,12 @@ def capture_stack(
                         local.get("loop"), local.get("task_context"), task, boundary, streams
                     )
                 )
-            if known is not None:
+            if known is not None:  # a user frame remembered: its line is fresh
                 hit = known
                 tail = known[1]
                 break
             if tails is not None and kind < 3:
-                visited.append((frame, len(stack)))
+                visited.append((frame, position))
         frame = frame.f_back
     if tail:
         stack.extend(tail)
