@@ -234,7 +234,8 @@ def _single_loader(
                 _name_single(recorder, mark, self, instance, None, describe)
             raise
         finally:
-            recorder.walk_from = None
+            if uncached:
+                recorder.walk_from = None
         # Cached accesses, by far the most common, cost one comparison more.
         if recorder.count != mark:
             _name_single(recorder, mark, self, instance, value, describe)
