@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import functools
 import os
 import re
 import sys
@@ -84,8 +83,9 @@ def build_record(
     # The headers need only the counts: each query's record (call-site list,
     # parameters as JSON) is built when something reads ``record.queries``
     # (a page, the panel, a shared storage's writer thread), not in the request.
-    record.defer_queries(functools.partial(queries.records, record_params))
-    record.defer_duplicates(functools.partial(duplicate_groups, duplicates, queries))
+    queries.record_params = record_params
+    queries.duplicate_sets = duplicates
+    record.defer(queries)
     return record
 
 
@@ -106,11 +106,13 @@ class Facts:
 
     __slots__ = (
         "aliases",
+        "duplicate_sets",
         "durations",
         "errors",
         "fingerprints",
         "manys",
         "params",
+        "record_params",
         "relations",
         "sqls",
         "stacks",
@@ -119,10 +121,8 @@ class Facts:
 
     def __init__(self, raw: CapturedQueries, redact: Redactor | None) -> None:
         raw_sqls, raw_params = raw.sqls, raw.params
-        self.fingerprints = [fingerprint(sql) for sql in raw_sqls]
-        self.sqls = sqls = list(raw_sqls)
-        self.params = params = list(raw_params)
-        self.errors = errors = list(raw.errors)
+        self.fingerprints = tuple([fingerprint(sql) for sql in raw_sqls])
+        sqls, params, errors = list(raw_sqls), list(raw_params), list(raw.errors)
         if redact is not None:
             # After the verdicts' inputs are taken (the real values), before
             # anything is kept. A statement's plan is cached by its text: for
@@ -135,14 +135,22 @@ class Facts:
                 if plan(sql) is not None:
                     sqls[index] = redact.sql(sql)
                     params[index] = redact.params(sql, raw_params[index], manys[index])
-        # One sequence per column, not one tuple per query: a buffered
-        # record holds a handful of objects for the garbage collector to visit.
+        # One tuple per column, not one object per query: a buffered record
+        # is a handful of objects, and a tuple of strings, numbers and
+        # tuples of those is one the garbage collector stops tracking at
+        # its first pass (a list it visits, item by item, in every pass).
+        self.sqls: tuple[str, ...] = tuple(sqls)
+        self.params: tuple[Any, ...] = tuple(params)
+        self.errors: tuple[str | None, ...] = tuple(errors)
         self.aliases = raw.aliases
         self.durations = raw.durations
         self.starts = raw.starts
         self.stacks = raw.stacks
-        self.relations = raw.relations()
+        self.relations = tuple(raw.relations())
         self.manys = raw.manys
+        #: Set by ``build_record``: what the deferred builds need.
+        self.record_params = True
+        self.duplicate_sets: tuple[tuple[int, ...], ...] = ()
 
     def __getitem__(self, index: int) -> _Fact:
         stack = self.stacks[index]
@@ -150,8 +158,16 @@ class Facts:
             self.fingerprints[index], self.sqls[index], call_stack(stack)[0] if stack else None
         )
 
+    def build_queries(self) -> list[QueryRecord]:
+        """Every query's record (``RequestRecord.queries``, built when first read)."""
+        return self.records(self.record_params)
+
+    def build_duplicates(self) -> list[DuplicateGroup]:
+        """The duplicate groups (``RequestRecord.duplicates``, built when first read)."""
+        return duplicate_groups(self.duplicate_sets, self)
+
     def records(self, record_params: bool) -> list[QueryRecord]:
-        """Every query's record (``RequestRecord.queries``)."""
+        """Every query's record."""
         _forget_forgotten_code()
         return [
             _query_record(
@@ -173,13 +189,13 @@ class Facts:
         ]
 
 
-def duplicate_sets(raw: CapturedQueries) -> list[tuple[int, ...]]:
+def duplicate_sets(raw: CapturedQueries) -> tuple[tuple[int, ...], ...]:
     """Indexes of the queries whose alias, SQL and params equal an earlier query's."""
     seen: dict[tuple[str, str, Any], list[int]] = {}
     keys = zip(raw.aliases, raw.sqls, map(_params_key, raw.params), strict=True)
     for index, key in enumerate(keys):
         seen.setdefault(key, []).append(index)
-    return [tuple(indexes) for indexes in seen.values() if len(indexes) > 1]
+    return tuple([tuple(indexes) for indexes in seen.values() if len(indexes) > 1])
 
 
 def duplicate_groups(sets: Sequence[tuple[int, ...]], queries: Facts) -> list[DuplicateGroup]:

@@ -168,6 +168,13 @@ class RawQuery:
         self.instruction = -1
 
 
+#: One copy of each distinct stack captured, shared by every recording.
+_shared_stacks: dict[tuple[RawFrame, ...], tuple[RawFrame, ...]] = {}
+#: Bound of ``_shared_stacks`` (a project has hundreds of distinct stacks,
+#: loops over recursive code may make more); past it, it starts again.
+MAX_SHARED_STACKS = 4096
+
+
 class Recorder:
     """Collects the queries of one recording (``querylens.lifecycle``)."""
 
@@ -207,8 +214,7 @@ class Recorder:
         self.walk_from: tuple[FrameType, int, int] | None = None
         #: Outer parts of the stack already walked, by frame: see capture_stack.
         self.tails: dict[int, tuple[Any, tuple[RawFrame, ...], int | None]] = {}
-        #: One copy of each distinct stack and relation path captured.
-        self.stacks: dict[tuple[RawFrame, ...], tuple[RawFrame, ...]] = {}
+        #: One copy of each distinct relation path captured.
         self.paths: dict[tuple[Segment, ...], tuple[Segment, ...]] = {}
         #: One copy of each distinct tag (a loop's lazy loads are tagged alike).
         self.tag_copies: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -241,9 +247,17 @@ class Recorder:
             stack, instruction = capture_stack(
                 frame, self.stack_depth, self.task, self.boundary, self.tails, self.streams
             )
-            # A loop's queries have equal stacks: keep one, so the copies
-            # are freed at once instead of piling up for the collector.
-            stack = self.stacks.setdefault(stack, stack)
+            # A loop's queries, and the same page requested again, have
+            # equal stacks: one copy is kept for the process, which the
+            # garbage collector stops tracking after its first passes; the
+            # new copies are freed at once instead of piling up for it.
+            known = _shared_stacks.get(stack)
+            if known is None:
+                if len(_shared_stacks) >= MAX_SHARED_STACKS:
+                    _shared_stacks.clear()
+                _shared_stacks[stack] = stack
+            else:
+                stack = known
             if len(sql) > MAX_SQL_CHARS:
                 sql = truncated_sql(sql)
             if params is not None:
@@ -306,7 +320,6 @@ class Recorder:
         self.tails.clear()
         self.walk_from = None
         if everything:
-            self.stacks.clear()
             self.paths.clear()
             self.tag_copies.clear()
             self.parents.clear()

@@ -8,9 +8,8 @@ DESIGN.md (plus a few additive keys) and ``from_dict()`` reads it back.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,32 +198,26 @@ class RequestRecord:
     #: Queries that ran but were not stored (over ``MAX_QUERIES_PER_REQUEST``).
     truncated: int = 0
 
-    def defer_queries(self, build: Callable[[], list[QueryRecord]]) -> None:
-        """Let ``queries`` be built by ``build`` when first read.
+    def defer(self, source: DeferredSource) -> None:
+        """Let ``queries`` and ``duplicates`` be built by ``source`` when first read.
 
-        The analysis keeps what the verdicts and counts need; each query's
-        record is made only for whoever reads ``queries`` (a page, the panel,
-        a shared storage's writer thread), not on the request's path.
+        The analysis keeps what the verdicts and counts need, column by
+        column; each query's record and each duplicate group is made only for
+        whoever reads them (a page, the panel, a shared storage's writer
+        thread), not on the request's path. Meanwhile a buffer of records
+        holds a few objects per record for the garbage collector to visit,
+        not several per query.
         """
-        self.__dict__.pop("_queries", None)
-        self.__dict__["_build_queries"] = build
-
-    def defer_duplicates(self, build: Callable[[], list[DuplicateGroup]]) -> None:
-        """Let ``duplicates`` be built by ``build`` when first read (``duplicate_count`` is set now).
-
-        A buffer of records then holds each group as a tuple of indexes,
-        which the garbage collector stops tracking, not as two objects it
-        visits in every full collection.
-        """
-        self.__dict__.pop("_duplicates", None)
-        self.__dict__["_build_duplicates"] = build
+        for name in _DEFERRED:
+            self.__dict__.pop(f"_{name}", None)
+        self.__dict__[_SOURCE] = source
 
     def __getstate__(self) -> dict[str, Any]:
-        # A deferred build is a closure: pickled, a record carries its lists.
+        # The source is the analysis's: pickled, a record carries its lists.
         state = dict(self.__dict__)
         for name in _DEFERRED:
             state[f"_{name}"] = getattr(self, name)
-            state.pop(f"_build_{name}", None)
+        state.pop(_SOURCE, None)
         return state
 
     @property
@@ -299,8 +292,18 @@ class RequestRecord:
         )
 
 
-#: Fields whose value may be built when first read (``defer_queries``, ``defer_duplicates``).
+#: Fields whose value may be built when first read (``RequestRecord.defer``).
 _DEFERRED = ("queries", "duplicates")
+#: Where a record keeps the ``DeferredSource`` of its deferred fields.
+_SOURCE = "_source"
+
+
+class DeferredSource(Protocol):
+    """What builds a record's deferred fields (``querylens.analysis.Facts``)."""
+
+    def build_queries(self) -> list[QueryRecord]: ...
+
+    def build_duplicates(self) -> list[DuplicateGroup]: ...
 
 
 def _deferred(name: str) -> property:
@@ -309,24 +312,32 @@ def _deferred(name: str) -> property:
     The constructor, equality, repr and ``dataclasses.replace()`` all go
     through it, so a deferred list is built when any of them needs it.
     """
-    kept, builder = f"_{name}", f"_build_{name}"
+    kept, builder = f"_{name}", f"build_{name}"
+    others = tuple(f"_{other}" for other in _DEFERRED if other != name)
 
     def get(record: RequestRecord) -> list[Any]:
         state = record.__dict__
         value: list[Any] | None = state.get(kept)
         if value is None:
-            build = state.get(builder)
-            value = build() if build is not None else []
+            source = state.get(_SOURCE)
+            value = getattr(source, builder)() if source is not None else []
             # Two threads may build at once: both lists are equal, one is kept.
             state[kept] = value
-            state.pop(builder, None)
+            _forget_source(state, others)
         return value
 
     def set_(record: RequestRecord, value: list[Any]) -> None:
-        record.__dict__[kept] = value
-        record.__dict__.pop(builder, None)
+        state = record.__dict__
+        state[kept] = value
+        _forget_source(state, others)
 
     return property(get, set_)
+
+
+def _forget_source(state: dict[str, Any], others: tuple[str, ...]) -> None:
+    """Drop the source once every deferred field has its list."""
+    if all(other in state for other in others):
+        state.pop(_SOURCE, None)
 
 
 RequestRecord.queries = _deferred("queries")  # type: ignore[assignment]

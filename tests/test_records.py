@@ -108,8 +108,8 @@ def test_a_record_whose_queries_and_duplicates_are_not_built_yet_pickles_with_th
         list(Publisher.objects.filter(name="Pickled"))
         list(Publisher.objects.filter(name="Pickled"))
     record = result.record
-    assert "_build_queries" in record.__dict__
-    assert "_build_duplicates" in record.__dict__
+    assert "_queries" not in record.__dict__, "the query records were built already"
+    assert "_duplicates" not in record.__dict__, "the duplicate groups were built already"
     assert record.duplicate_count == 1
     copy = pickle.loads(pickle.dumps(record))
     assert copy == record

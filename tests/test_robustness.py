@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import tracemalloc
+import types
 from typing import Any
 
 import pytest
@@ -121,6 +122,67 @@ def test_a_huge_statement_in_a_loop_keeps_memory_bounded(client: Client) -> None
     # (SQLite's own statement cache keeps recent SQL in both runs alike.)
     extra = recorded - bare
     assert extra < 8 * 1024 * 1024, f"querylens kept {extra / 1e6:.1f} MB more"
+
+
+_PROGRAM = (type, types.ModuleType, types.FunctionType, types.CodeType)
+
+
+def _tracked_objects_of(record: Any, shared: set[int]) -> int:
+    """Objects the garbage collector tracks that ``record`` holds and ``shared`` does not.
+
+    A buffered record is visited in every full collection, and each one
+    still tracked counts towards the next: what a buffer costs the collector.
+    """
+    found: set[int] = set()
+    todo = [record]
+    while todo:
+        item = todo.pop()
+        if id(item) in found or id(item) in shared or not gc.is_tracked(item):
+            continue
+        if isinstance(item, _PROGRAM):
+            continue  # the program's own objects, not the record's
+        found.add(id(item))
+        todo.extend(gc.get_referents(item))
+    return len(found)
+
+
+@pytest.mark.parametrize("rows", [10, 100])
+def test_a_kept_record_is_a_few_objects_for_the_garbage_collector(rows: int) -> None:
+    from querylens.testing import recorded
+    from tests.models import Book
+
+    def page() -> Any:
+        with recorded() as result:
+            for number in range(rows):
+                list(Book.objects.filter(pk=number))
+            Book.objects.filter(title__startswith="A").count()
+        return result.record
+
+    earlier = page()  # what the process keeps between requests (caches) comes from here
+    record = page()
+    # A record is through several collections while a buffer keeps it:
+    # a tuple is untracked once one of them finds it holds nothing trackable.
+    for _ in range(3):
+        gc.collect()
+    assert record.query_count == rows + 1 and record.n_plus_one_count == 1
+    shared = _ids_reachable(earlier)
+    held = _tracked_objects_of(record, shared)
+    # The record and its N+1 group, a handful of containers between them:
+    # none per query (there were 16 when each column was a list and each
+    # record kept its own copy of every stack).
+    assert held <= 8, f"a {rows}-query record holds {held} tracked objects"
+
+
+def _ids_reachable(root: Any) -> set[int]:
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen or isinstance(item, _PROGRAM):
+            continue
+        seen.add(id(item))
+        todo.extend(gc.get_referents(item))
+    return seen
 
 
 def test_a_long_parameter_is_cut_in_the_record(client: Client) -> None:

@@ -233,6 +233,7 @@ class Worker:
             "template origins": (len(capture._origins), 10_000),
             "library files": (len(capture._library_files), capture.MAX_LIBRARY_FILES),
             "model labels": (len(relations._model_labels), 10_000),
+            "stacks": (len(capture._shared_stacks), capture.MAX_SHARED_STACKS),
             "call-site lists": (len(analysis._stacks), 10_000),
             "call sites": (len(analysis._callsites), 50_000),
             "fingerprints": lru(fingerprint._fingerprint_short),
