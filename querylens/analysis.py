@@ -32,7 +32,14 @@ from querylens.fingerprint import fingerprint, is_transaction_control
 from querylens.fixes import WALK_NOTE, Fix, Refinement, fix_for
 from querylens.frameworks import SERIALIZER_NOTE, AdminPage, serializer_site
 from querylens.frameworks import adapt as adapt_to_admin
-from querylens.records import CallSite, DuplicateGroup, NPlusOneGroup, QueryRecord, RequestRecord
+from querylens.records import (
+    CallSite,
+    DuplicateGroup,
+    NPlusOneGroup,
+    QueryRecord,
+    QueryView,
+    RequestRecord,
+)
 from querylens.redaction import Redactor, redactor
 
 _MAX_PARAM_LENGTH = 1000
@@ -165,6 +172,24 @@ class Facts:
     def build_duplicates(self) -> list[DuplicateGroup]:
         """The duplicate groups (``RequestRecord.duplicates``, built when first read)."""
         return duplicate_groups(self.duplicate_sets, self)
+
+    def query_view(self) -> QueryView:
+        """The columns the hotspots read (``RequestRecord.query_view``)."""
+        _forget_forgotten_code()
+        stacks = self.stacks
+
+        def callsite(position: int) -> CallSite | None:
+            stack = stacks[position]
+            return call_stack(stack)[0] if stack else None
+
+        return QueryView(
+            indexes=range(len(self.sqls)),
+            fingerprints=self.fingerprints,
+            sqls=self.sqls,
+            durations_ms=[round(duration * 1000, 3) for duration in self.durations],
+            relations=self.relations,
+            callsite=callsite,
+        )
 
     def records(self, record_params: bool) -> list[QueryRecord]:
         """Every query's record."""

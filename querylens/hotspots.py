@@ -15,12 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from querylens.fingerprint import is_transaction_control
-from querylens.records import CallSite, QueryRecord, RequestRecord
+from querylens.records import CallSite, QueryRecord, QueryView, RequestRecord
 
 HotspotKind = Literal["n_plus_one", "duplicate", "slow"]
 #: Slow-query hotspots shown, and exported, at most.
@@ -258,7 +258,10 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
         request_count += 1
         oldest = record.started_at if oldest is None else min(oldest, record.started_at)
         newest = record.started_at if newest is None else max(newest, record.started_at)
-        by_index = {query.index: query for query in record.queries}
+        # Columns, not query records: a full buffer is aggregated without
+        # building (and keeping) an object per query.
+        view = record.query_view()
+        position = _positions(view)
         in_n_plus_one: set[int] = set()
         for group in record.n_plus_one:
             in_n_plus_one.update(group.query_indexes)
@@ -291,25 +294,26 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
             # Members an N+1 group holds are counted there: each query's
             # time once across the rankings.
             members = [
-                by_index[i] for i in dup.query_indexes if i in by_index and i not in in_n_plus_one
+                position[i] for i in dup.query_indexes if i in position and i not in in_n_plus_one
             ]
             if len(members) < 2 and len(members) < len(dup.query_indexes):
                 continue
-            callsite = members[0].callsite if members else None
+            callsite = view.callsite(members[0]) if members else None
             spot = duplicates.setdefault(
                 (dup.fingerprint, callsite),
                 Hotspot(kind="duplicate", fingerprint=dup.fingerprint, callsite=callsite),
             )
+            relations = (view.relations[member] for member in members)
             spot._add(
                 record,
                 count=len(members) if members else dup.count,
-                total_ms=sum(query.duration_ms for query in members),
+                total_ms=sum(view.durations_ms[member] for member in members),
                 sample_sql=dup.sql,
-                relation=_most_common(Counter(q.relation for q in members if q.relation)),
+                relation=_most_common(Counter(name for name in relations if name)),
                 suggestion=None,
                 first_index=dup.query_indexes[0] if dup.query_indexes else None,
             )
-        _add_slow(slow, record)
+        _add_slow(slow, record, view)
     for spot in (*n_plus_one.values(), *duplicates.values(), *slow.values()):
         spot._finish()
     return HotspotReport(
@@ -324,43 +328,75 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
     )
 
 
-def _add_slow(slow: dict[str, Hotspot], record: RequestRecord) -> None:
+def _positions(view: QueryView) -> Mapping[int, int]:
+    """Query index -> its position in ``view``."""
+    indexes = view.indexes
+    if isinstance(indexes, range) and indexes.start == 0 and indexes.step == 1:
+        return _Identity(len(indexes))
+    return {index: number for number, index in enumerate(indexes)}
+
+
+class _Identity(Mapping[int, int]):
+    """``{0: 0, 1: 1, ...}`` without a dict: a record analysed here numbers its queries so."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __getitem__(self, index: int) -> int:
+        if 0 <= index < self.size:
+            return index
+        raise KeyError(index)
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and 0 <= index < self.size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.size))
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _add_slow(slow: dict[str, Hotspot], record: RequestRecord, view: QueryView) -> None:
     """Add one record's queries to the slow-query ranking, by fingerprint.
 
     The worst request is the one holding the slowest single instance: the
     one worth opening in EXPLAIN.
     """
-    shapes: dict[str, list[QueryRecord]] = {}
-    for query in record.queries:
-        if not is_transaction_control(query.sql):
-            shapes.setdefault(query.fingerprint, []).append(query)
+    shapes: dict[str, list[int]] = {}
+    sqls, fingerprints, durations = view.sqls, view.fingerprints, view.durations_ms
+    for position, sql in enumerate(sqls):
+        if not is_transaction_control(sql):
+            shapes.setdefault(fingerprints[position], []).append(position)
     for fingerprint, members in shapes.items():
         spot = slow.get(fingerprint)
         if spot is None:
             spot = slow[fingerprint] = Hotspot(
-                kind="slow", fingerprint=fingerprint, callsite=members[0].callsite
+                kind="slow", fingerprint=fingerprint, callsite=view.callsite(members[0])
             )
-        slowest = max(members, key=lambda query: query.duration_ms)
+        slowest = max(members, key=durations.__getitem__)
+        slowest_ms = durations[slowest]
+        first_index = view.indexes[slowest]
         worst_before = spot.worst
         spot._add(
             record,
             count=len(members),
-            total_ms=sum(query.duration_ms for query in members),
-            sample_sql=slowest.sql,
+            total_ms=sum(durations[member] for member in members),
+            sample_sql=sqls[slowest],
             relation=None,
             suggestion=None,
-            first_index=slowest.index,
+            first_index=first_index,
         )
-        if slowest.duration_ms >= spot.max_ms:
-            spot.max_ms = slowest.duration_ms
+        if slowest_ms >= spot.max_ms:
+            spot.max_ms = slowest_ms
             spot.worst = RequestRef(
                 id=record.id,
                 method=record.method,
                 path=record.path,
                 started_at=record.started_at,
                 count=len(members),
-                total_ms=slowest.duration_ms,
-                first_index=slowest.index,
+                total_ms=slowest_ms,
+                first_index=first_index,
             )
         else:
             spot.worst = worst_before

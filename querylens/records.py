@@ -8,6 +8,7 @@ DESIGN.md (plus a few additive keys) and ``from_dict()`` reads it back.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -91,6 +92,37 @@ class QueryRecord:
             start_ms=float(data.get("start_ms") or 0.0),
             many=bool(data.get("many", False)),
             error=data.get("error"),
+        )
+
+
+@dataclass(frozen=True)
+class QueryView:
+    """A record's queries, column by column, for readers of many records (the hotspots).
+
+    Read from the analysis's columns when the query records were not built:
+    aggregating a full buffer then builds no ``QueryRecord`` and leaves each
+    record as compact as the buffer keeps it. Position ``p`` is the query
+    numbered ``indexes[p]``.
+    """
+
+    indexes: Sequence[int]
+    fingerprints: Sequence[str]
+    sqls: Sequence[str]
+    durations_ms: Sequence[float]
+    relations: Sequence[str | None]
+    #: The call site of the query at a position.
+    callsite: Callable[[int], CallSite | None]
+
+    @classmethod
+    def of(cls, queries: Sequence[QueryRecord]) -> QueryView:
+        """The view of built query records."""
+        return cls(
+            indexes=[query.index for query in queries],
+            fingerprints=[query.fingerprint for query in queries],
+            sqls=[query.sql for query in queries],
+            durations_ms=[query.duration_ms for query in queries],
+            relations=[query.relation for query in queries],
+            callsite=lambda position: queries[position].callsite,
         )
 
 
@@ -212,6 +244,14 @@ class RequestRecord:
             self.__dict__.pop(f"_{name}", None)
         self.__dict__[_SOURCE] = source
 
+    def query_view(self) -> QueryView:
+        """The queries as columns, without building their records if they are not yet."""
+        state = self.__dict__
+        source = state.get(_SOURCE)
+        if state.get("_queries") is None and source is not None:
+            return source.query_view()  # type: ignore[no-any-return]
+        return QueryView.of(self.queries)
+
     def __getstate__(self) -> dict[str, Any]:
         # The source is the analysis's: pickled, a record carries its lists.
         state = dict(self.__dict__)
@@ -304,6 +344,8 @@ class DeferredSource(Protocol):
     def build_queries(self) -> list[QueryRecord]: ...
 
     def build_duplicates(self) -> list[DuplicateGroup]: ...
+
+    def query_view(self) -> QueryView: ...
 
 
 def _deferred(name: str) -> property:

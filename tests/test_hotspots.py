@@ -372,3 +372,27 @@ def test_slow_queries_rank_every_shape_by_total_time_with_its_slowest_run() -> N
     exported = report.to_dict()["slow"][0]
     assert exported["worst"] == {"request_id": slow.id, "query_index": 0, "total_ms": top.max_ms}
     assert exported["mean_ms"] == round(top.total_ms / top.occurrences, 3)
+
+
+@pytest.mark.django_db
+def test_the_hotspots_of_a_buffer_leave_its_records_compact(client) -> None:
+    """Aggregating reads the analysis's columns: no record builds (and keeps) its queries.
+
+    The report is the one the built query records give.
+    """
+    from tests.factories import make_library
+
+    get_storage().clear()
+    make_library(authors=3, books_per_author=2)
+    for url in ("/fk_loop/", "/duplicates/", "/fk_loop/", "/count_loop/"):
+        client.get(url)
+    records = get_storage().recent()
+    report = build_report(records)
+    assert all("_queries" not in record.__dict__ for record in records), "queries were built"
+    assert report.n_plus_one
+    assert report.duplicates
+    assert report.slow
+    # The same records with their queries built (as a shared storage reads them back).
+    copies = [RequestRecord.from_dict(record.to_dict()) for record in records]
+    assert build_report(copies).to_dict() == report.to_dict()
+    get_storage().clear()

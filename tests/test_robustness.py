@@ -164,7 +164,8 @@ def test_a_kept_record_is_a_few_objects_for_the_garbage_collector(rows: int) -> 
     # a tuple is untracked once one of them finds it holds nothing trackable.
     for _ in range(3):
         gc.collect()
-    assert record.query_count == rows + 1 and record.n_plus_one_count == 1
+    assert record.query_count == rows + 1
+    assert record.n_plus_one_count == 1
     shared = _ids_reachable(earlier)
     held = _tracked_objects_of(record, shared)
     # The record and its N+1 group, a handful of containers between them:
