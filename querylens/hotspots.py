@@ -285,7 +285,7 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
             )
             if group.allowed:
                 spot.allowed = group.allowed
-        for dup in record.duplicates:
+        for dup in record.duplicates_once():
             if dup.query_indexes and in_n_plus_one.issuperset(dup.query_indexes):
                 continue
             if is_transaction_control(dup.sql):

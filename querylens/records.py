@@ -246,11 +246,26 @@ class RequestRecord:
 
     def query_view(self) -> QueryView:
         """The queries as columns, without building their records if they are not yet."""
-        state = self.__dict__
-        source = state.get(_SOURCE)
-        if state.get("_queries") is None and source is not None:
-            return source.query_view()  # type: ignore[no-any-return]
+        source = self._unbuilt_source("_queries")
+        if source is not None:
+            return source.query_view()
         return QueryView.of(self.queries)
+
+    def duplicates_once(self) -> list[DuplicateGroup]:
+        """``duplicates``, built for this read only if the record has not built them.
+
+        For readers of many records (the hotspots): what they read is not
+        kept in each record of the buffer.
+        """
+        source = self._unbuilt_source("_duplicates")
+        if source is not None:
+            return source.build_duplicates()
+        return self.duplicates
+
+    def _unbuilt_source(self, kept: str) -> DeferredSource | None:
+        state = self.__dict__
+        source: DeferredSource | None = state.get(_SOURCE)
+        return source if state.get(kept) is None else None
 
     def __getstate__(self) -> dict[str, Any]:
         # The source is the analysis's: pickled, a record carries its lists.

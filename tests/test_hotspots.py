@@ -389,6 +389,7 @@ def test_the_hotspots_of_a_buffer_leave_its_records_compact(client) -> None:
     records = get_storage().recent()
     report = build_report(records)
     assert all("_queries" not in record.__dict__ for record in records), "queries were built"
+    assert all("_duplicates" not in record.__dict__ for record in records), "groups were kept"
     assert report.n_plus_one
     assert report.duplicates
     assert report.slow
