@@ -213,7 +213,7 @@ class Recorder:
         #: (``querylens.relations``).
         self.walk_from: tuple[FrameType, int, int] | None = None
         #: Outer parts of the stack already walked, by frame: see capture_stack.
-        self.tails: dict[int, tuple[Any, tuple[RawFrame, ...], int | None]] = {}
+        self.tails: dict[int, Tail] = {}
         #: One copy of each distinct relation path captured.
         self.paths: dict[tuple[Segment, ...], tuple[Segment, ...]] = {}
         #: One copy of each distinct tag (a loop's lazy loads are tagged alike).
@@ -685,6 +685,10 @@ def _kind(code: CodeType) -> int:
     if len(code_objects) >= MAX_CODE_OBJECTS:
         code_objects.clear()
         _kinds.clear()
+        # Keyed by the same ids, which may now name other code.
+        _unused_returns.clear()
+        _used_code.clear()
+        _transient_code.clear()
         code_generation += 1
     kind = _classify(code)
     code_objects[id(code)] = code
@@ -810,6 +814,33 @@ def _learn_origin(origin: Any) -> tuple[Any, str | None]:
 
 #: Frames whose walk outwards is remembered, per request.
 _MAX_TAILS = 64
+#: A remembered frame: ``(frame, tail, below, used)``, see ``capture_stack``.
+Tail = tuple[Any, tuple[RawFrame, ...], "int | None", bool]
+
+#: Code whose frames were remembered and returned unused this many times,
+#: and never used, is not remembered any more (``capture_stack``).
+TRANSIENT_AFTER = 3
+#: Per code object (by id, as ``_kinds``): remembered frames of it that
+#: returned before any walk stopped at them.
+_unused_returns: dict[int, int] = {}
+#: Code objects a walk stopped at a frame of: never transient.
+_used_code: set[int] = set()
+#: Code objects found transient: a helper or a lambda called once per row,
+#: whose frame returns before the next query.
+_transient_code: set[int] = set()
+
+
+def _returned_unused(code: CodeType) -> None:
+    """A remembered frame of ``code`` returned and no walk ever stopped at it."""
+    key = id(code)
+    if key in _used_code or _kinds.get(key) != _USER:
+        return  # a template node's code serves every node; resumable code is never kept
+    count = _unused_returns.get(key, 0) + 1
+    if count >= TRANSIENT_AFTER:
+        _transient_code.add(key)
+        _unused_returns.pop(key, None)
+    elif len(_unused_returns) < MAX_CODE_OBJECTS:
+        _unused_returns[key] = count
 
 
 def capture_stack(
@@ -817,7 +848,7 @@ def capture_stack(
     depth: int,
     task: asyncio.Task[Any] | None = None,
     boundary: Any = None,
-    tails: dict[int, tuple[Any, tuple[RawFrame, ...], int | None]] | None = None,
+    tails: dict[int, Tail] | None = None,
     streams: Sequence[Any] = (),
 ) -> tuple[tuple[RawFrame, ...], int]:
     """User and template frames from ``frame`` outwards, innermost first.
@@ -840,10 +871,15 @@ def capture_stack(
     from another caller.
 
     Each remembered frame also names the frame remembered right below it
-    (``(frame, tail, below)``). A walk that stops at a frame has not met
-    the frames remembered below it by the previous walk: those calls have
-    returned, and are forgotten, so the dead frames of a loop's iterations
-    are not kept (and tracked by the garbage collector) until a clear.
+    (``(frame, tail, below, used)``). A walk that stops at a frame has not
+    met the frames remembered below it by the previous walk: those calls
+    have returned, and are forgotten, so the dead frames of a loop's
+    iterations are not kept (and tracked by the garbage collector) until a
+    clear. Code whose frames keep returning before any walk stopped at them
+    (``used``), and never did, is a lambda or a helper called once per row:
+    its frames are no longer remembered, which would only cost a frame
+    object kept alive, handed its data and forgotten again per query. Not
+    remembering a frame never changes a stack, only where a walk may stop.
     """
     stack: list[RawFrame] = []
     get_kind = _kinds.get
@@ -852,7 +888,7 @@ def capture_stack(
     # whose line changes, before it for a template node, whose line does not.
     visited: list[tuple[Any, int]] = []
     tail: tuple[RawFrame, ...] = ()
-    hit: tuple[Any, tuple[RawFrame, ...], int | None] | None = None
+    hit: Tail | None = None
     instruction = -1
     while frame is not None and frame is not boundary:
         code = frame.f_code
@@ -903,7 +939,7 @@ def capture_stack(
                 hit = known
                 tail = known[1]
                 break
-            if tails is not None and kind < 3:
+            if tails is not None and kind < 3 and id(code) not in _transient_code:
                 visited.append((frame, position))
         frame = frame.f_back
     if tail:
@@ -911,13 +947,19 @@ def capture_stack(
     if tails is None:
         return tuple(stack[:depth]), instruction
     below: int | None
-    if hit is not None and hit[2] is not None:
+    if hit is not None:
+        if not hit[3]:
+            _used_code.add(id(hit[0].f_code))
         below = hit[2]
         while below is not None:  # returned calls: forgotten
             gone = tails.pop(below, None)
-            below = None if gone is None else gone[2]
-        if not visited:
-            tails[id(hit[0])] = (hit[0], hit[1], None)
+            if gone is None:
+                break
+            if not gone[3]:
+                _returned_unused(gone[0].f_code)
+            below = gone[2]
+        if not visited and (hit[2] is not None or not hit[3]):
+            tails[id(hit[0])] = (hit[0], hit[1], None, True)
     if visited:
         if len(tails) + len(visited) > _MAX_TAILS:
             # A safety net (recursion, threads sharing a recorder): the
@@ -926,10 +968,10 @@ def capture_stack(
             hit = None
         below = None
         for seen_frame, position in visited:
-            tails[id(seen_frame)] = (seen_frame, tuple(stack[position:]), below)
+            tails[id(seen_frame)] = (seen_frame, tuple(stack[position:]), below, False)
             below = id(seen_frame)
         if hit is not None:
-            tails[id(hit[0])] = (hit[0], hit[1], below)
+            tails[id(hit[0])] = (hit[0], hit[1], below, True)
     return tuple(stack[:depth]), instruction
 
 

@@ -254,10 +254,40 @@ def test_a_loop_of_calls_keeps_no_returned_frame_and_names_every_call() -> None:
         )
     # Each call's frame is remembered until the next walk passes its caller:
     # never more than the last one, and none once the caller queried itself.
-    assert kept == [1] * 10
+    # Once its frames returned unused a few times, the helper is known to be
+    # called once per row: its frames are not remembered any more.
+    assert max(kept) <= 1
+    assert kept[-1] == 0
     assert kept_after == 0
     expected = [[("_one_count", _line_of("helper query")), (test, _line_of("loop call"))]] * 10
     assert _lines(result.record) == [*expected, [(test, _line_of("after the loop"))]]
+
+
+def _two_counts() -> None:
+    Book.objects.count()  # first of two
+    Book.objects.exists()  # second of two
+
+
+@pytest.mark.usefixtures("library")
+def test_a_helper_whose_frame_a_later_query_stops_at_stays_remembered() -> None:
+    """A frame that serves a second query is worth remembering: its code never turns transient."""
+    from querylens.capture import TRANSIENT_AFTER, current_recorder
+
+    test = "test_a_helper_whose_frame_a_later_query_stops_at_stays_remembered"
+    with recorded() as result:
+        recorder = current_recorder()
+        assert recorder is not None
+        for _ in range(TRANSIENT_AFTER + 3):
+            _two_counts()  # helper call
+        # The last call's frame: still remembered, as every call's was.
+        kept = sum(entry[0].f_code is _two_counts.__code__ for entry in recorder.tails.values())
+    assert kept == 1
+    call = (test, _line_of("helper call"))
+    expected = [
+        [("_two_counts", _line_of("first of two")), call],
+        [("_two_counts", _line_of("second of two")), call],
+    ] * (TRANSIENT_AFTER + 3)
+    assert _lines(result.record) == expected
 
 
 @pytest.mark.usefixtures("library")
