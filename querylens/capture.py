@@ -814,8 +814,9 @@ def _learn_origin(origin: Any) -> tuple[Any, str | None]:
 
 #: Frames whose walk outwards is remembered, per request.
 _MAX_TAILS = 64
-#: A remembered frame: ``(frame, tail, below, used)``, see ``capture_stack``.
-Tail = tuple[Any, tuple[RawFrame, ...], "int | None", bool]
+#: A remembered frame: ``(frame, tail, below, used)``, see ``capture_stack``
+#: (``used`` is None for a template node's frame).
+Tail = tuple[Any, tuple[RawFrame, ...], "int | None", "bool | None"]
 
 #: Code whose frames were remembered and returned unused this many times,
 #: and never used, is not remembered any more (``capture_stack``).
@@ -886,7 +887,7 @@ def capture_stack(
     library_files = _library_files
     # (frame, where its tail starts): after its own entry for a user frame,
     # whose line changes, before it for a template node, whose line does not.
-    visited: list[tuple[Any, int]] = []
+    visited: list[tuple[Any, int, bool | None]] = []
     tail: tuple[RawFrame, ...] = ()
     hit: Tail | None = None
     instruction = -1
@@ -940,7 +941,9 @@ def capture_stack(
                 tail = known[1]
                 break
             if tails is not None and kind < 3 and id(code) not in _transient_code:
-                visited.append((frame, position))
+                # Whether a walk stopped at it yet: None for a template
+                # node's frame, whose code serves every node (never learnt).
+                visited.append((frame, position, None if kind == 2 else False))
         frame = frame.f_back
     if tail:
         stack.extend(tail)
@@ -948,18 +951,18 @@ def capture_stack(
         return tuple(stack[:depth]), instruction
     below: int | None
     if hit is not None:
-        if not hit[3]:
+        if hit[3] is False:
             _used_code.add(id(hit[0].f_code))
         below = hit[2]
         while below is not None:  # returned calls: forgotten
             gone = tails.pop(below, None)
             if gone is None:
                 break
-            if not gone[3]:
+            if gone[3] is False:
                 _returned_unused(gone[0].f_code)
             below = gone[2]
-        if not visited and (hit[2] is not None or not hit[3]):
-            tails[id(hit[0])] = (hit[0], hit[1], None, True)
+        if not visited and (hit[2] is not None or hit[3] is False):
+            tails[id(hit[0])] = (hit[0], hit[1], None, hit[3] is not None or None)
     if visited:
         if len(tails) + len(visited) > _MAX_TAILS:
             # A safety net (recursion, threads sharing a recorder): the
@@ -967,11 +970,11 @@ def capture_stack(
             tails.clear()
             hit = None
         below = None
-        for seen_frame, position in visited:
-            tails[id(seen_frame)] = (seen_frame, tuple(stack[position:]), below, False)
+        for seen_frame, position, used in visited:
+            tails[id(seen_frame)] = (seen_frame, tuple(stack[position:]), below, used)
             below = id(seen_frame)
         if hit is not None:
-            tails[id(hit[0])] = (hit[0], hit[1], below, True)
+            tails[id(hit[0])] = (hit[0], hit[1], below, hit[3] is not None or None)
     return tuple(stack[:depth]), instruction
 
 
