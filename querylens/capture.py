@@ -885,8 +885,9 @@ def capture_stack(
     stack: list[RawFrame] = []
     get_kind = _kinds.get
     library_files = _library_files
-    # (frame, where its tail starts): after its own entry for a user frame,
-    # whose line changes, before it for a template node, whose line does not.
+    # (frame, where its tail starts, used): the tail starts after its own
+    # entry for a user frame, whose line changes, before it for a template
+    # node, whose line does not.
     visited: list[tuple[Any, int, bool | None]] = []
     tail: tuple[RawFrame, ...] = ()
     hit: Tail | None = None
