@@ -834,8 +834,8 @@ _transient_code: set[int] = set()
 def _returned_unused(code: CodeType) -> None:
     """A remembered frame of ``code`` returned and no walk ever stopped at it."""
     key = id(code)
-    if key in _used_code or _kinds.get(key) != _USER:
-        return  # a template node's code serves every node; resumable code is never kept
+    if key in _used_code:
+        return
     count = _unused_returns.get(key, 0) + 1
     if count >= TRANSIENT_AFTER:
         _transient_code.add(key)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -328,33 +328,16 @@ def build_report(records: Iterable[RequestRecord]) -> HotspotReport:
     )
 
 
-def _positions(view: QueryView) -> Mapping[int, int]:
-    """Query index -> its position in ``view``."""
+def _positions(view: QueryView) -> Mapping[int, int] | range:
+    """Query index -> its position in ``view``.
+
+    A record analysed in this process numbers its queries 0, 1, 2...: its
+    range is that mapping already (``i in r`` and ``r[i]``), with no dict.
+    """
     indexes = view.indexes
     if isinstance(indexes, range) and indexes.start == 0 and indexes.step == 1:
-        return _Identity(len(indexes))
+        return indexes
     return {index: number for number, index in enumerate(indexes)}
-
-
-class _Identity(Mapping[int, int]):
-    """``{0: 0, 1: 1, ...}`` without a dict: a record analysed here numbers its queries so."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __getitem__(self, index: int) -> int:
-        if 0 <= index < self.size:
-            return index
-        raise KeyError(index)
-
-    def __contains__(self, index: object) -> bool:
-        return isinstance(index, int) and 0 <= index < self.size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.size))
-
-    def __len__(self) -> int:
-        return self.size
 
 
 def _add_slow(slow: dict[str, Hotspot], record: RequestRecord, view: QueryView) -> None:
