@@ -127,23 +127,24 @@ def test_a_huge_statement_in_a_loop_keeps_memory_bounded(client: Client) -> None
 _PROGRAM = (type, types.ModuleType, types.FunctionType, types.CodeType)
 
 
-def _tracked_objects_of(record: Any, shared: set[int]) -> int:
-    """Objects the garbage collector tracks that ``record`` holds and ``shared`` does not.
+def _reachable(root: Any, *, leaving_out: set[int], tracked_only: bool = False) -> set[int]:
+    """Ids of the objects ``root`` holds, directly or not, but not the program's own.
 
-    A buffered record is visited in every full collection, and each one
-    still tracked counts towards the next: what a buffer costs the collector.
+    ``tracked_only``: only objects the garbage collector tracks. A buffered
+    record is visited in every full collection, and each one still tracked
+    counts towards the next: what a buffer costs the collector.
     """
     found: set[int] = set()
-    todo = [record]
+    todo = [root]
     while todo:
         item = todo.pop()
-        if id(item) in found or id(item) in shared or not gc.is_tracked(item):
+        if id(item) in found or id(item) in leaving_out or isinstance(item, _PROGRAM):
             continue
-        if isinstance(item, _PROGRAM):
-            continue  # the program's own objects, not the record's
+        if tracked_only and not gc.is_tracked(item):
+            continue
         found.add(id(item))
         todo.extend(gc.get_referents(item))
-    return len(found)
+    return found
 
 
 @pytest.mark.parametrize("rows", [10, 100])
@@ -166,24 +167,12 @@ def test_a_kept_record_is_a_few_objects_for_the_garbage_collector(rows: int) -> 
         gc.collect()
     assert record.query_count == rows + 1
     assert record.n_plus_one_count == 1
-    shared = _ids_reachable(earlier)
-    held = _tracked_objects_of(record, shared)
+    shared = _reachable(earlier, leaving_out=set())
+    held = len(_reachable(record, leaving_out=shared, tracked_only=True))
     # The record and its N+1 group, a handful of containers between them:
     # none per query (there were 16 when each column was a list and each
     # record kept its own copy of every stack).
     assert held <= 8, f"a {rows}-query record holds {held} tracked objects"
-
-
-def _ids_reachable(root: Any) -> set[int]:
-    seen: set[int] = set()
-    todo = [root]
-    while todo:
-        item = todo.pop()
-        if id(item) in seen or isinstance(item, _PROGRAM):
-            continue
-        seen.add(id(item))
-        todo.extend(gc.get_referents(item))
-    return seen
 
 
 def test_a_long_parameter_is_cut_in_the_record(client: Client) -> None:
