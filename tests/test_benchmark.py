@@ -147,6 +147,39 @@ def test_benchmark_json_reports_the_sanity_checks() -> None:
     assert data["memory"]["record"]["bytes_per_record"] > 1000
 
 
+def test_the_floor_variants_record_every_query_and_price_querylens_against_them() -> None:
+    result = run_quick_benchmark(
+        "--pages",
+        "nplusone",
+        "--variants",
+        "none,querylens,floor,floor-callsite",
+        "--scaling-rounds",
+        "0",
+        "--json",
+    )
+
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    checks = data["checks"]
+    # Each saw the page's 101 queries; the call-site walk found the view's
+    # line (the template's lazy loads are rendered from it), querylens's
+    # headers were not sent by either.
+    assert checks["floor"]["nplusone"]["queries_seen"] == "101"
+    assert checks["floor-callsite"]["nplusone"]["queries_seen"] == "101"
+    assert re.fullmatch(r"views\.py:\d+", checks["floor-callsite"]["nplusone"]["callsite"])
+    assert "headers" not in checks["floor"]["nplusone"]
+    ratios = data["pages"]["nplusone"]["cpu"]["ratios"]
+    assert {
+        "floor/none",
+        "floor-callsite/none",
+        "querylens/floor",
+        "querylens/floor-callsite",
+    } <= set(ratios)
+    assert ratios["querylens/floor"] == pytest.approx(
+        ratios["querylens/none"] / ratios["floor/none"]
+    )
+
+
 def test_the_other_tools_are_measured_and_each_is_seen_at_work() -> None:
     import django
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.pages import PAGES, SCALING, TITLES, scaling_page
-from bench.worker import ABLATIONS, DESCRIPTIONS, PEERS, VARIANTS
+from bench.worker import ABLATIONS, DESCRIPTIONS, PEERS, REFERENCES, VARIANTS
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = PROJECT_DIR.parent
@@ -463,7 +463,9 @@ def _compare(
     round_ratios: dict[str, list[float]] = {}
     pairs = [(variant, "none") for variant in options.variants if variant != "none"]
     peers = [("querylens", peer) for peer in PEERS if peer in options.variants]
-    for variant, base in [*pairs, *peers]:
+    # What querylens costs beyond the least any per-query recorder costs.
+    floors = [("querylens", floor) for floor in REFERENCES if floor in options.variants]
+    for variant, base in [*pairs, *peers, *floors]:
         if variant in median and base in median:
             key = f"{variant}/{base}"
             ratios[key] = median[variant] / median[base]
@@ -576,6 +578,11 @@ def report(results: dict[str, Any]) -> str:
         *(
             f"{variant}: not measured here ({reason})"
             for variant, reason in options.get("unavailable", {}).items()
+        ),
+        *(
+            f"{variant} = {REFERENCES[variant]} (reference, bench/floor.py)"
+            for variant in options["variants"]
+            if variant in REFERENCES
         ),
         *(
             f"{variant} = querylens, {ABLATIONS[variant]} (diagnostic)"
@@ -711,6 +718,11 @@ def _table(results: dict[str, Any], clock: str) -> list[str]:
                 f"{'faster' if ratio < 1 else 'slower'} than the toolbar by "
                 f"{abs(1 - ratio) * 100:.1f}%)"
             )
+        parts += [
+            f"querylens/{floor} {ratios[f'querylens/{floor}']:.3f}x"
+            for floor in REFERENCES
+            if f"querylens/{floor}" in ratios
+        ]
         if parts:
             lines.append(f"{page['title']}: " + "; ".join(parts))
     verdicts = []

@@ -58,9 +58,18 @@ ABLATIONS = {
     "querylens-norelations": "relation hooks removed (descriptor and compiler wrappers)",
     "querylens-nostore": "records not kept in the ring buffer",
 }
+#: Reference variants: the least a per-query recorder costs (``bench.floor``),
+#: the yardstick for querylens's own cost. Run when asked for (``--variants``).
+REFERENCES = {
+    "floor": "an execute wrapper appending (sql, params, many, duration), nothing else",
+    "floor-callsite": "the same, plus each query's innermost frame of the project's code",
+}
 #: ``querylens-alt`` is querylens imported from another folder (``--alt``).
 SETTINGS = {
-    **{variant: f"testproject.settings_bench_{variant.replace('-', '_')}" for variant in VARIANTS},
+    **{
+        variant: f"testproject.settings_bench_{variant.replace('-', '_')}"
+        for variant in (*VARIANTS, *REFERENCES)
+    },
     **dict.fromkeys([*ABLATIONS, "querylens-alt"], "testproject.settings_bench_querylens"),
 }
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "bench.sqlite3"
@@ -307,6 +316,8 @@ class Worker:
                     problems.append(f"X-QueryLens-NPlusOne {headers.get('X-QueryLens-NPlusOne')}")
             elif headers:
                 problems.append(f"querylens headers in the {self.variant} variant")
+            if self.variant in REFERENCES:
+                problems += _floor_problems(self.variant, page, response, expected, result)
             if self.variant == "toolbar":
                 match = _TOOLBAR_COUNT.search(body.decode())
                 result["toolbar_sql_panel"] = match.group(0) if match else None
@@ -364,6 +375,25 @@ class Worker:
         if Request.objects.count() != requests + 1 or SQLQuery.objects.count() < queries + 101:
             raise BenchmarkError("silk: the N+1 page and its 101 queries were not saved")
         return "saved the request and its 101 queries"
+
+
+def _floor_problems(
+    variant: str, page: str, response: Any, expected: int, result: dict[str, Any]
+) -> list[str]:
+    """What a reference variant got wrong on ``page`` (``bench.floor``)."""
+    from bench.floor import CALLSITE_HEADER, QUERIES_HEADER
+
+    problems = []
+    result["queries_seen"] = response.get(QUERIES_HEADER)
+    if result["queries_seen"] != str(expected):
+        problems.append(f"{QUERIES_HEADER} {result['queries_seen']}")
+    if variant == "floor-callsite":
+        # Every page's queries come from the benchmark's own views (or the
+        # figures they compute): a call site elsewhere is a walk gone wrong.
+        result["callsite"] = response.get(CALLSITE_HEADER)
+        if not str(result["callsite"]).startswith(("views.py:", "pages.py:")):
+            problems.append(f"{CALLSITE_HEADER} {result['callsite']}")
+    return problems
 
 
 def _rss_mb() -> float:

@@ -27,7 +27,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench.pages import PAGES
 from bench.runner import BenchmarkFailed, Options, available_variants, report, run
-from bench.worker import ABLATIONS, VARIANTS
+from bench.worker import ABLATIONS, REFERENCES, VARIANTS
 
 
 def _choices(allowed: tuple[str, ...]) -> Any:
@@ -82,11 +82,14 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--variants",
-            type=_choices((*VARIANTS, *ABLATIONS, "querylens-alt")),
+            type=_choices((*VARIANTS, *REFERENCES, *ABLATIONS, "querylens-alt")),
             default=None,
             help=f"comma-separated subset of {','.join(VARIANTS)} (default: all whose tool "
-            "is installed; the peers come with the bench dependency group); diagnostic "
-            "variants, each querylens with one part switched off: " + ", ".join(ABLATIONS),
+            "is installed; the peers come with the bench dependency group); reference "
+            "variants, the least a per-query recorder costs (bench/floor.py): "
+            + ", ".join(REFERENCES)
+            + "; diagnostic variants, each querylens with one part switched off: "
+            + ", ".join(ABLATIONS),
         )
         parser.add_argument(
             "--pages",
