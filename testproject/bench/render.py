@@ -1,8 +1,9 @@
 """How long the admin pages take with a full buffer (a diagnostic of the benchmark).
 
 Fills an in-memory buffer with ``records`` records of ``queries`` queries
-each (one N+1 group of a quarter of them, a duplicate group, the rest of
-distinct shapes, eight call sites deep) and times, per size, the hotspots
+each, recorded and analysed as the middleware does it (a quarter of them
+one N+1 group whose loads repeat, the rest of distinct shapes, eight calls
+of the project's code deep), and times, per size, the hotspots
 page, its JSON, the list of requests and one request's page, rendered by the
 views as a superuser sees them. Run by ``querylens_benchmark --render`` in a
 process of its own (the demo's settings: the admin's templates)::
@@ -14,8 +15,6 @@ Prints one JSON object.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import json
 import statistics
 import sys
@@ -45,85 +44,83 @@ def sizes() -> tuple[tuple[int, int], ...]:
     )
 
 
-def make_record(queries: int) -> Any:
-    from querylens.records import (
-        CallSite,
-        DuplicateGroup,
-        NPlusOneGroup,
-        QueryRecord,
-        RequestRecord,
-    )
+def _descend(depth: int, queries: int) -> None:
+    """The project's code a few calls deep, as a view's helpers would be."""
+    if depth > 0:
+        _descend(depth - 1, queries)
+        return
+    from django.db.models import Count
+    from shop.models import Book
 
-    outer = [CallSite(f"shop/layer{depth}.py", 10 + depth, f"step{depth}") for depth in range(7)]
-    loop = [CallSite("shop/views.py", 40, "book_list"), *outer]
-    other = [CallSite("shop/views.py", 60, "dashboard"), *outer]
-    n_plus_one = list(range(1, queries // 4 + 1))
-    rows = []
-    for index in range(queries):
-        in_loop = index in n_plus_one
-        sql = (
-            'SELECT "shop_author"."id", "shop_author"."name" FROM "shop_author" '
-            'WHERE "shop_author"."id" = %s LIMIT 21'
-            if in_loop
-            else f'SELECT COUNT(*) AS "__count" FROM "shop_book" WHERE "shop_book"."price" > %s '
-            f"AND {index} = {index}"
+    # A quarter of the queries: the books, then their authors loaded one
+    # book at a time (one N+1 group, shop.Book.author). Past the 100th book
+    # the list starts again, its authors forgotten: those loads repeat
+    # earlier ones exactly (duplicates).
+    books = list(Book.objects.order_by("id"))
+    loads = max(2, queries // 4 - 1)
+    for number in range(loads):
+        book = books[number % len(books)]
+        book._state.fields_cache.pop("author", None)
+        book.author.name  # noqa: B018 (the lazy load is the point)
+    # The rest: queries of distinct shapes (the alias is part of the shape).
+    for number in range(queries - 1 - loads):
+        Book.objects.filter(price__gt=number).aggregate(**{f"n{number}": Count("id")})
+
+
+def make_record(queries: int) -> Any:
+    """A record of ``queries`` queries, made as the middleware makes one.
+
+    The queries run on the seeded database inside a recording, eight calls
+    of the project's code deep, and the one recording lifecycle analyses
+    them: the record holds what a request's does (its queries as the
+    analysis's columns, built only when a page reads them).
+    """
+    from querylens.testing import recorded
+
+    with recorded(name="/books/") as result:
+        _descend(7, queries)
+    record = result.record
+    groups = [(group.relation, group.suggestion) for group in record.n_plus_one]
+    if record.query_count != queries or groups != [
+        ("shop.Book.author", 'select_related("author")')
+    ]:
+        raise RuntimeError(
+            f"the record is not the one described: {queries} queries wanted, "
+            f"{record.query_count} recorded, N+1 groups {groups}"
         )
-        stack = loop if in_loop else other
-        rows.append(
-            QueryRecord(
-                index=index,
-                alias="default",
-                sql=sql,
-                params=[index % 25 + 1],
-                duration_ms=0.05,
-                fingerprint=f"{1 if in_loop else index:016x}",
-                callsite=stack[0],
-                stack=stack,
-                relation="shop.Book.author" if in_loop else None,
-                start_ms=index * 0.06,
-            )
-        )
-    return RequestRecord(
-        id="render-template",
-        method="GET",
-        path="/books/",
-        view="shop.views.book_list",
-        status=200,
-        started_at=dt.datetime(2026, 12, 4, tzinfo=dt.timezone.utc),
-        duration_ms=queries * 0.08,
-        db_time_ms=queries * 0.05,
-        query_count=queries,
-        duplicate_count=len(n_plus_one) - 25,
-        queries=rows,
-        duplicates=[
-            DuplicateGroup("0000000000000001", len(n_plus_one), rows[1].sql, n_plus_one[::25])
-        ],
-        n_plus_one=[
-            NPlusOneGroup(
-                fingerprint="0000000000000001",
-                count=len(n_plus_one),
-                total_ms=len(n_plus_one) * 0.05,
-                callsite=loop[0],
-                relation="shop.Book.author",
-                suggestion='select_related("author")',
-                sample_sql=rows[1].sql,
-                query_indexes=n_plus_one,
-                source_query=0,
-            )
-        ],
-    )
+    return record
+
+
+def copy_of(record: Any, record_id: str) -> Any:
+    """Another record like ``record``, its queries still unbuilt.
+
+    ``dataclasses.replace()`` and ``copy.copy()`` would read (build) the
+    queries; a buffer of records from real requests holds none built.
+    """
+    copy = object.__new__(type(record))
+    copy.__dict__.update(record.__dict__)
+    copy.id = record_id
+    return copy
 
 
 def measure(repeat: int = 3) -> dict[str, Any]:
+    import os
+    import tempfile
+
+    # A seeded database of the benchmark's shop, made for this run.
+    folder = tempfile.mkdtemp(prefix="querylens-render-")
+    os.environ["QUERYLENS_DEMO_DB"] = os.path.join(folder, "render.sqlite3")
     import django
 
     django.setup()
     from django.contrib.auth.models import User
     from django.test import RequestFactory
 
+    from bench.worker import prepare_database
     from querylens import views
     from querylens.storage import MemoryStorage
 
+    prepare_database()
     user = User(username="bench", is_staff=True, is_superuser=True, is_active=True)
     factory = RequestFactory()
 
@@ -143,7 +140,7 @@ def measure(repeat: int = 3) -> dict[str, Any]:
         template = make_record(queries)
         storage = MemoryStorage(size=records)
         for number in range(records):
-            storage.add(dataclasses.replace(template, id=f"render{number:06d}"))
+            storage.add(copy_of(template, f"render{number:06d}"))
         views.get_storage = lambda storage=storage: storage  # type: ignore[attr-defined]
         rows.append(
             {
