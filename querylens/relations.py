@@ -622,6 +622,14 @@ def origin(
     whose ``author`` is cached may come from ``author.books.all()`` (then
     ``shop.Author.books`` is an N+1 too) or from ``select_related("author")``.
     """
+    if id(instance) not in recorder.parents:
+        # The common case, a loop's row straight from its queryset: not
+        # loaded lazily, and nothing cached on it but what ``skip`` names,
+        # so no parent to walk to. One look instead of the walk's set and
+        # loop, per lazy load.
+        cache = getattr(getattr(instance, "_state", None), "fields_cache", None)
+        if not cache or (len(cache) == 1 and skip in cache):
+            return (), None, model_label(type(instance))
     path: list[Segment] = []
     weak_via: str | None = None
     seen: set[int] = set()
