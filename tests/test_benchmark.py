@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,16 @@ MANAGE = ROOT / "testproject" / "manage.py"
 def run_quick_benchmark(*args: str, requests: int = 2) -> subprocess.CompletedProcess[str]:
     """One round, ``requests`` per batch, no warm-up: the plumbing, not the figures."""
     return run_benchmark("--rounds", "1", "--requests", str(requests), "--warmup", "0", *args)
+
+
+def n_plus_one_page_json(variants: str) -> dict[str, Any]:
+    """A quick run of the N+1 page alone, without the scaling tables, as JSON."""
+    result = run_quick_benchmark(
+        "--pages", "nplusone", "--variants", variants, "--scaling-rounds", "0", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
 
 
 def run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
@@ -114,18 +125,7 @@ def test_benchmark_prints_each_variant_and_the_ratios() -> None:
 
 
 def test_benchmark_json_reports_the_sanity_checks() -> None:
-    result = run_quick_benchmark(
-        "--pages",
-        "nplusone",
-        "--variants",
-        "none,querylens,toolbar",
-        "--scaling-rounds",
-        "0",
-        "--json",
-    )
-
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    data = n_plus_one_page_json("none,querylens,toolbar")
     assert list(data["pages"]) == ["nplusone"]
     page = data["pages"]["nplusone"]
     for clock in ("wall", "cpu"):
@@ -148,18 +148,7 @@ def test_benchmark_json_reports_the_sanity_checks() -> None:
 
 
 def test_the_floor_variants_record_every_query_and_price_querylens_against_them() -> None:
-    result = run_quick_benchmark(
-        "--pages",
-        "nplusone",
-        "--variants",
-        "none,querylens,floor,floor-callsite",
-        "--scaling-rounds",
-        "0",
-        "--json",
-    )
-
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    data = n_plus_one_page_json("none,querylens,floor,floor-callsite")
     checks = data["checks"]
     # Each saw the page's 101 queries; the call-site walk found the view's
     # line (the template's lazy loads are rendered from it), querylens's
@@ -183,18 +172,7 @@ def test_the_floor_variants_record_every_query_and_price_querylens_against_them(
 def test_the_other_tools_are_measured_and_each_is_seen_at_work() -> None:
     import django
 
-    result = run_quick_benchmark(
-        "--pages",
-        "nplusone",
-        "--variants",
-        "none,querylens,zeal,nplusone,silk",
-        "--scaling-rounds",
-        "0",
-        "--json",
-    )
-
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    data = n_plus_one_page_json("none,querylens,zeal,nplusone,silk")
     checks = data["checks"]
     # Each tool proves it saw the loop, its own way.
     assert "N+1" in checks["zeal"]["detects"]
