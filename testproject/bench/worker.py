@@ -317,7 +317,7 @@ class Worker:
             elif headers:
                 problems.append(f"querylens headers in the {self.variant} variant")
             if self.variant in REFERENCES:
-                problems += _floor_problems(self.variant, page, response, expected, result)
+                problems += _floor_problems(self.variant, response, expected, result)
             if self.variant == "toolbar":
                 match = _TOOLBAR_COUNT.search(body.decode())
                 result["toolbar_sql_panel"] = match.group(0) if match else None
@@ -378,9 +378,9 @@ class Worker:
 
 
 def _floor_problems(
-    variant: str, page: str, response: Any, expected: int, result: dict[str, Any]
+    variant: str, response: Any, expected: int, result: dict[str, Any]
 ) -> list[str]:
-    """What a reference variant got wrong on ``page`` (``bench.floor``)."""
+    """What a reference variant's response got wrong (``bench.floor``)."""
     from bench.floor import CALLSITE_HEADER, QUERIES_HEADER
 
     problems = []
