@@ -238,18 +238,10 @@ def test_the_load_test_runs_from_the_benchmark() -> None:
         assert line.group(2) == "0"
 
 
-def test_the_breakdown_diagnostic_times_every_part_it_names() -> None:
+def bench_script(script: str, *args: str) -> str:
+    """What ``testproject/bench/<script>`` prints; it must exit 0."""
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "testproject" / "bench" / "breakdown.py"),
-            "--page",
-            "nplusone",
-            "--requests",
-            "3",
-            "--warmup",
-            "1",
-        ],
+        [sys.executable, str(ROOT / "testproject" / "bench" / script), *args],
         cwd=ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "testproject.settings"},
         capture_output=True,
@@ -257,7 +249,11 @@ def test_the_breakdown_diagnostic_times_every_part_it_names() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    out = result.stdout
+    return result.stdout
+
+
+def test_the_breakdown_diagnostic_times_every_part_it_names() -> None:
+    out = bench_script("breakdown.py", "--page", "nplusone", "--requests", "3", "--warmup", "1")
     assert out.startswith("nplusone: 3 requests, 101 queries each")
     # Every part it wraps still exists under its name, and each was called.
     assert "not found (renamed?)" not in out
@@ -268,24 +264,7 @@ def test_the_breakdown_diagnostic_times_every_part_it_names() -> None:
 
 def test_the_opcode_count_names_querylens_functions_and_agrees_with_itself() -> None:
     def count() -> str:
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "testproject" / "bench" / "opcodes.py"),
-                "--page",
-                "nplusone",
-                "--requests",
-                "2",
-                "--top",
-                "40",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return bench_script("opcodes.py", "--page", "nplusone", "--requests", "2", "--top", "40")
 
     out = count()
     total = re.match(r"nplusone: ([\d,]+) querylens bytecodes per request", out)
