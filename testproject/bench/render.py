@@ -53,9 +53,10 @@ def _descend(depth: int, queries: int) -> None:
     from shop.models import Book
 
     # A quarter of the queries: the books, then their authors loaded one
-    # book at a time (one N+1 group, shop.Book.author). Past the 100th book
-    # the list starts again, its authors forgotten: those loads repeat
-    # earlier ones exactly (duplicates).
+    # book at a time (one N+1 group, shop.Book.author). The 25 authors
+    # have four books each, so from the 26th load on each repeats an
+    # earlier one exactly (duplicates); past the 100th book the list starts
+    # again, its authors forgotten.
     books = list(Book.objects.order_by("id"))
     loads = max(2, queries // 4 - 1)
     for number in range(loads):
