@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import connection
 
@@ -233,6 +235,11 @@ def _one_count() -> None:
     Book.objects.count()  # helper query
 
 
+def _remembered(recorder: Any, function: Any) -> int:
+    """How many frames of ``function`` the recorder's walk remembers."""
+    return sum(entry[0].f_code is function.__code__ for entry in recorder.tails.values())
+
+
 @pytest.mark.usefixtures("library")
 def test_a_loop_of_calls_keeps_no_returned_frame_and_names_every_call() -> None:
     """Frames of calls that returned are forgotten by the next walk, not kept until a clear."""
@@ -245,13 +252,9 @@ def test_a_loop_of_calls_keeps_no_returned_frame_and_names_every_call() -> None:
         kept = []
         for _ in range(10):
             _one_count()  # loop call
-            kept.append(
-                sum(entry[0].f_code is _one_count.__code__ for entry in recorder.tails.values())
-            )
+            kept.append(_remembered(recorder, _one_count))
         Book.objects.exists()  # after the loop
-        kept_after = sum(
-            entry[0].f_code is _one_count.__code__ for entry in recorder.tails.values()
-        )
+        kept_after = _remembered(recorder, _one_count)
     # Each call's frame is remembered until the next walk passes its caller:
     # never more than the last one, and none once the caller queried itself.
     # Once its frames returned unused a few times, the helper is known to be
@@ -280,7 +283,7 @@ def test_a_helper_whose_frame_a_later_query_stops_at_stays_remembered() -> None:
         for _ in range(TRANSIENT_AFTER + 3):
             _two_counts()  # helper call
         # The last call's frame: still remembered, as every call's was.
-        kept = sum(entry[0].f_code is _two_counts.__code__ for entry in recorder.tails.values())
+        kept = _remembered(recorder, _two_counts)
     assert kept == 1
     call = (test, _line_of("helper call"))
     expected = [
